@@ -1,0 +1,180 @@
+"""Featurise job: every image under --images becomes a 1280-d MobileNetV2 embedding or an error row.
+
+Extract: binaryFile listing and bytes. Transform: a pandas iterator UDF that decodes,
+preprocesses and runs the network batch by batch. Load: features and errors Parquet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from fruitflow import hadoop_fs
+from fruitflow.cli import JobError, job_parser, positive_int, run_job
+from fruitflow.images import IMAGE_EXTENSIONS, IMAGE_GLOB, ImageDecodeError, decode_image, normalize_uri, to_model_input
+from fruitflow.model import WEIGHTS_IMAGENET, FeatureExtractor, configure_tensorflow_threads, resolve_weights
+
+DEFAULT_BATCH_SIZE = 64
+RESULT_TYPE = "struct<features:array<float>,error:string>"
+
+
+def featurize_contents(
+    contents: Sequence[bytes], extract: Callable[[np.ndarray], np.ndarray], batch_size: int
+) -> tuple[list[np.ndarray | None], list[str | None]]:
+    """Features or an error message for each file's bytes, in input order.
+
+    A file that does not decode gets its error and no features; the others go through
+    ``extract`` in batches of at most ``batch_size``.
+    """
+    features: list[np.ndarray | None] = [None] * len(contents)
+    errors: list[str | None] = [None] * len(contents)
+    decoded: list[tuple[int, np.ndarray]] = []
+    for index, content in enumerate(contents):
+        try:
+            decoded.append((index, to_model_input(decode_image(content))))
+        except ImageDecodeError as exc:
+            errors[index] = str(exc)
+    for start in range(0, len(decoded), batch_size):
+        chunk = decoded[start : start + batch_size]
+        vectors = extract(np.stack([pixels for _, pixels in chunk]))
+        for (index, _), vector in zip(chunk, vectors):
+            features[index] = vector
+    return features, errors
+
+
+_worker_extractor: FeatureExtractor | None = None
+_worker_weights_key: str | None = None
+
+
+def worker_extractor(weights_broadcast, weights_key: str) -> FeatureExtractor:
+    """The Python worker's extractor, built once per process and reused by every later task
+    (Spark reuses Python workers); weights are only loaded again for another job's broadcast."""
+    global _worker_extractor, _worker_weights_key
+    if _worker_extractor is None:
+        from pyspark import TaskContext
+
+        configure_tensorflow_threads(TaskContext.get().cpus())
+        _worker_extractor = FeatureExtractor(weights_broadcast.value)
+    elif _worker_weights_key != weights_key:
+        _worker_extractor.set_weights(weights_broadcast.value)
+    _worker_weights_key = weights_key
+    return _worker_extractor
+
+
+def featurize_udf(weights: list[np.ndarray], spark, batch_size: int, rows_seen):
+    from pyspark.sql.functions import pandas_udf
+
+    weights_broadcast = spark.sparkContext.broadcast(weights)
+    weights_key = uuid.uuid4().hex
+
+    @pandas_udf(RESULT_TYPE)
+    def featurize_images(contents: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        extract = worker_extractor(weights_broadcast, weights_key)
+        for batch in contents:
+            rows_seen.add(len(batch))
+            features, errors = featurize_contents(batch.tolist(), extract, batch_size)
+            yield pd.DataFrame({"features": features, "error": errors})
+
+    return featurize_images
+
+
+def with_label(frame):
+    """Add ``label``: the name of the folder that holds the file (Fruits-360 layout)."""
+    from pyspark.sql import functions as F
+
+    return frame.withColumn("label", F.element_at(F.split("path", "/"), -2))
+
+
+def missing_file_error(length: int | None) -> str:
+    if length == 0:
+        return "empty file (0 bytes)"
+    if length is None:
+        return "file disappeared or cannot be accessed after it was listed"
+    return "file could not be read (I/O error while scanning; see the Spark driver log)"
+
+
+def featurize(spark, args: argparse.Namespace) -> dict:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    if not hadoop_fs.exists(spark, args.images):
+        raise JobError(f"images folder {args.images} does not exist")
+    images = (
+        spark.read.format("binaryFile")
+        .option("recursiveFileLookup", "true")
+        .option("pathGlobFilter", IMAGE_GLOB)
+        .option("ignoreCorruptFiles", "true")
+        .load(args.images)
+    )
+    listed = sorted({normalize_uri(uri) for uri in images.inputFiles()})
+    if not listed:
+        raise JobError(f"no images found under {args.images} (looked for {', '.join(IMAGE_EXTENSIONS)}, any case)")
+
+    weights = resolve_weights(args.weights, lambda uri, local: hadoop_fs.download(spark, uri, local))
+    sc = spark.sparkContext
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
+    rows_seen = sc.accumulator(0)
+    featurize_images = featurize_udf(weights, spark, args.batch_size, rows_seen)
+
+    # Persisted so that the two writes below share one evaluation of the network.
+    results = (
+        images.repartition(args.partitions or sc.defaultParallelism)
+        .select("path", featurize_images("content").alias("result"))
+        .select("path", "result.features", "result.error")
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    try:
+        featurised = results.filter(F.col("error").isNull())
+        with_label(featurised).select("path", "label", "features").write.mode("overwrite").parquet(args.output)
+
+        # The file scan skips 0-byte and unreadable files without a trace: find them by name.
+        listed_paths = spark.createDataFrame([(path,) for path in listed], "path string")
+        missing = [row.path for row in listed_paths.join(results.select("path"), "path", "left_anti").collect()]
+        missing_errors = spark.createDataFrame(
+            [(path, missing_file_error(hadoop_fs.file_length(spark, path))) for path in missing],
+            "path string, error string",
+        )
+        decode_errors = results.filter(F.col("error").isNotNull()).select("path", "error")
+        errors = with_label(decode_errors.unionByName(missing_errors)).select("path", "label", "error")
+        errors.coalesce(1).write.mode("overwrite").parquet(args.errors)
+
+        featurised_count = featurised.count()
+        error_count = decode_errors.count() + len(missing)
+    finally:
+        results.unpersist()
+    if featurised_count + error_count != len(listed):
+        raise JobError(
+            f"{len(listed)} images listed but {featurised_count} featurised + {error_count} errors: "
+            "some files were lost, rerun and report this"
+        )
+    return {
+        "images": len(listed),
+        "featurised": featurised_count,
+        "errors": error_count,
+        "model_rows": rows_seen.value,
+        "weights": args.weights,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = job_parser("featurize", "Turn every image under a folder into a 1280-d MobileNetV2 embedding.")
+    parser.add_argument("--images", required=True, metavar="URI", help="folder of <class>/<image> files, searched recursively")
+    parser.add_argument("--output", required=True, metavar="URI", help="Parquet output: path, label, features")
+    parser.add_argument("--errors", required=True, metavar="URI", help="Parquet output: path, label, error")
+    parser.add_argument(
+        "--weights",
+        default=WEIGHTS_IMAGENET,
+        metavar="imagenet|random|URI",
+        help="'imagenet' (downloaded on the driver), 'random' (seeded, for tests) or a Keras .h5 weights file",
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="images per forward pass")
+    parser.add_argument("--partitions", type=positive_int, help="tasks to spread the images over (default: Spark's parallelism)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_job("featurize", build_parser(), featurize, argv)

@@ -1,0 +1,71 @@
+"""Single-file I/O on any Hadoop URI (s3:// on EMR, file:// or a plain path locally),
+through the JVM's FileSystem so the jobs need no cloud SDK of their own."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+def _filesystem(spark: SparkSession, uri: str):
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if jvm.java.lang.Class.forName("org.apache.hadoop.fs.ChecksumFileSystem").isInstance(fs):
+        # The checksummed local FS leaves a hidden .crc beside every file it writes or renames.
+        fs = fs.getRawFileSystem()
+    return fs, path
+
+
+def exists(spark: SparkSession, uri: str) -> bool:
+    fs, path = _filesystem(spark, uri)
+    return bool(fs.exists(path))
+
+
+def file_length(spark: SparkSession, uri: str) -> int | None:
+    """Size in bytes, or None when the file is gone or cannot be looked at."""
+    fs, path = _filesystem(spark, uri)
+    try:
+        return int(fs.getFileStatus(path).getLen())
+    except Exception:  # py4j wraps FileNotFoundException and permission errors alike
+        return None
+
+
+def write_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
+    fs, path = _filesystem(spark, uri)
+    stream = fs.create(path, True)
+    try:
+        stream.write(bytearray(data))
+    finally:
+        stream.close()
+
+
+def download(spark: SparkSession, uri: str, local_path: str) -> None:
+    fs, path = _filesystem(spark, uri)
+    fs.copyToLocalFile(False, path, spark.sparkContext._jvm.org.apache.hadoop.fs.Path(local_path), True)
+
+
+def delete(spark: SparkSession, uri: str) -> None:
+    fs, path = _filesystem(spark, uri)
+    fs.delete(path, True)
+
+
+def replace_with_single_part(spark: SparkSession, folder_uri: str, suffix: str, target_uri: str) -> None:
+    """Move the one ``part-*<suffix>`` file Spark wrote in ``folder_uri`` to ``target_uri``
+    (replacing it), then remove the folder with its _SUCCESS and checksum files."""
+    fs, folder = _filesystem(spark, folder_uri)
+    parts = [
+        status.getPath()
+        for status in fs.listStatus(folder)
+        if status.getPath().getName().startswith("part-") and status.getPath().getName().endswith(suffix)
+    ]
+    if len(parts) != 1:
+        raise RuntimeError(f"expected one part file in {folder_uri}, found {len(parts)}")
+    _, target = _filesystem(spark, target_uri)
+    fs.delete(target, False)
+    fs.mkdirs(target.getParent())
+    if not fs.rename(parts[0], target):
+        raise RuntimeError(f"could not move {parts[0].toString()} to {target_uri}")
+    fs.delete(folder, True)

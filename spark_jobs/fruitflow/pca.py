@@ -1,0 +1,217 @@
+"""PCA job: standardise the embeddings, fit PCA once, keep the components that explain --variance.
+
+The fit is one distributed pass: each partition summarises its rows as (count, mean,
+centred scatter matrix), the summaries merge pairwise, and the driver diagonalises the
+1280 x 1280 correlation matrix with numpy. Projection is a second pass over the same
+cached rows, so the features are read from Parquet once and never recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from fruitflow import hadoop_fs
+from fruitflow.cli import JobError, job_parser, run_job, variance_share
+
+DEFAULT_VARIANCE = 0.95
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Count, mean and centred scatter matrix sum((x - mean)(x - mean)^T) of a set of rows."""
+
+    count: int
+    mean: np.ndarray
+    scatter: np.ndarray
+
+    @classmethod
+    def of(cls, rows: np.ndarray) -> Moments:
+        rows = np.asarray(rows, dtype=np.float64)
+        mean = rows.mean(axis=0)
+        centred = rows - mean
+        return cls(len(rows), mean, centred.T @ centred)
+
+    def merge(self, other: Moments) -> Moments:
+        """Pairwise combination (Chan et al.), exact and stable without a second pass."""
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        count = self.count + other.count
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.count / count)
+        scatter = self.scatter + other.scatter + np.outer(delta, delta) * (self.count * other.count / count)
+        return Moments(count, mean, scatter)
+
+
+@dataclass(frozen=True)
+class PcaFit:
+    mean: np.ndarray
+    scale: np.ndarray
+    components: np.ndarray  # (dimensions, k)
+    explained_ratio: np.ndarray  # every component with variance, in decreasing order
+
+    @property
+    def k(self) -> int:
+        return self.components.shape[1]
+
+
+def choose_k(explained_ratio: np.ndarray, variance: float) -> int:
+    """Smallest number of leading components whose cumulative explained share reaches ``variance``."""
+    cumulative = np.cumsum(explained_ratio)
+    reached = np.flatnonzero(cumulative >= variance - 1e-9)  # float sums of ratios fall just short of 1.0
+    return int(reached[0]) + 1 if len(reached) else len(explained_ratio)
+
+
+def fit_pca(moments: Moments, variance: float) -> PcaFit:
+    """PCA of the standardised rows (unit-variance columns: the eigenproblem of the correlation matrix)."""
+    if moments.count < 2:
+        raise JobError(f"PCA needs at least 2 images, found {moments.count}")
+    std = np.sqrt(np.diag(moments.scatter) / (moments.count - 1))
+    # A constant column carries no variance, but rounding leaves it a std of ~1e-16 x its mean,
+    # which standardising would blow up to unit variance: pin it at zero instead.
+    constant = std <= 1e-9 * np.abs(moments.mean)
+    scale = np.where(constant, 1.0, std)
+    covariance = np.where(constant[:, None] | constant[None, :], 0.0, moments.scatter / (moments.count - 1))
+    correlation = covariance / np.outer(scale, scale)
+    eigenvalues, eigenvectors = np.linalg.eigh(correlation)
+    order = np.argsort(eigenvalues)[::-1]
+    eigenvalues = np.clip(eigenvalues[order], 0.0, None)
+    eigenvectors = eigenvectors[:, order]
+    total = eigenvalues.sum()
+    if total <= 0:
+        raise JobError("every feature is constant across the images: nothing for PCA to explain")
+    rank = min(moments.count - 1, len(eigenvalues))
+    explained_ratio = eigenvalues[:rank] / total
+    k = choose_k(explained_ratio, variance)
+    components = eigenvectors[:, :k]
+    # An eigenvector's sign is arbitrary; fix it so reruns on the same data give the same columns.
+    signs = np.sign(components[np.abs(components).argmax(axis=0), np.arange(k)])
+    return PcaFit(moments.mean, scale, components * signs, explained_ratio)
+
+
+def project(fit: PcaFit, rows: np.ndarray) -> np.ndarray:
+    return (((np.asarray(rows, dtype=np.float64) - fit.mean) / fit.scale) @ fit.components).astype(np.float32)
+
+
+def variance_report(fit: PcaFit, variance: float) -> dict:
+    cumulative = np.cumsum(fit.explained_ratio)
+    return {
+        "k": fit.k,
+        "variance_threshold": variance,
+        "explained_variance": float(cumulative[fit.k - 1]),
+        "explained_variance_ratio": [float(value) for value in fit.explained_ratio],
+        "cumulative_explained_variance_ratio": [float(value) for value in cumulative],
+    }
+
+
+def variance_plot(report: dict) -> bytes:
+    """PNG of the cumulative explained variance, with the threshold and the chosen k marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    cumulative = report["cumulative_explained_variance_ratio"]
+    k, threshold = report["k"], report["variance_threshold"]
+    figure, axes = plt.subplots(figsize=(8, 5), dpi=100)
+    axes.plot(range(1, len(cumulative) + 1), cumulative, color="tab:blue", label="cumulative explained variance")
+    axes.axhline(threshold, color="tab:red", linestyle="--", label=f"threshold {threshold:.0%}")
+    axes.axvline(k, color="tab:green", linestyle=":", label=f"k = {k} ({report['explained_variance']:.1%})")
+    axes.scatter([k], [cumulative[k - 1]], color="tab:green", zorder=3)
+    axes.set(xlabel="number of principal components", ylabel="share of variance", ylim=(0, 1.02))
+    axes.set_title("PCA of the MobileNetV2 embeddings")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _partition_moments(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    moments = None
+    for batch in batches:
+        part = Moments.of(np.stack(batch["features"].to_numpy()))
+        moments = part if moments is None else moments.merge(part)
+    if moments is not None:
+        buffer = io.BytesIO()
+        np.savez(buffer, count=moments.count, mean=moments.mean, scatter=moments.scatter)
+        yield pd.DataFrame({"moments": [buffer.getvalue()]})
+
+
+def _load_moments(blob: bytes) -> Moments:
+    arrays = np.load(io.BytesIO(blob))
+    return Moments(int(arrays["count"]), arrays["mean"], arrays["scatter"])
+
+
+def sibling_uri(uri: str, name: str) -> str:
+    return f"{uri.rstrip('/').rsplit('/', 1)[0]}/{name}"
+
+
+def run_pca(spark, args: argparse.Namespace) -> dict:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+    from pyspark.sql.functions import pandas_udf
+
+    if not hadoop_fs.exists(spark, args.features):
+        raise JobError(f"features {args.features} do not exist (run featurize first)")
+    features = spark.read.parquet(args.features)
+    missing_columns = {"path", "label", "features"} - set(features.columns)
+    if missing_columns:
+        raise JobError(f"{args.features} lacks the column(s) {sorted(missing_columns)}: not a featurize output")
+    features = features.select("path", "label", "features").persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        shape = features.agg(F.count("*").alias("rows"), F.min(F.size("features")).alias("shortest"),
+                             F.max(F.size("features")).alias("longest")).first()
+        if shape.rows < 2:
+            raise JobError(f"PCA needs at least 2 images, found {shape.rows} in {args.features}")
+        if shape.shortest != shape.longest:
+            raise JobError(f"feature vectors in {args.features} differ in length ({shape.shortest} to {shape.longest})")
+        partials = features.select("features").mapInPandas(_partition_moments, "moments binary")
+        fit = fit_pca(partials.rdd.map(lambda row: _load_moments(row.moments)).treeReduce(Moments.merge), args.variance)
+        fit_broadcast = spark.sparkContext.broadcast(fit)
+
+        @pandas_udf("array<float>")
+        def to_components(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+            for batch in batches:
+                yield pd.Series(list(project(fit_broadcast.value, np.stack(batch.to_numpy()))))
+
+        reduced = features.select("path", "label", to_components("features").alias("pca"))
+        reduced.write.mode("overwrite").parquet(args.output)
+    finally:
+        features.unpersist()
+
+    report = variance_report(fit, args.variance)
+    hadoop_fs.write_bytes(spark, sibling_uri(args.output, "explained_variance.json"), json.dumps(report, indent=2).encode())
+    hadoop_fs.write_bytes(spark, sibling_uri(args.output, "explained_variance.png"), variance_plot(report))
+    return {"images": shape.rows, "k": fit.k, "variance": round(report["explained_variance"], 4)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = job_parser("pca", "Standardise the embeddings and reduce them with PCA.")
+    parser.add_argument("--features", required=True, metavar="URI", help="featurize output (Parquet)")
+    parser.add_argument(
+        "--output",
+        required=True,
+        metavar="URI",
+        help="Parquet output: path, label, pca; explained_variance.json and .png are written beside it",
+    )
+    parser.add_argument(
+        "--variance",
+        type=variance_share,
+        default=DEFAULT_VARIANCE,
+        help="share of variance the kept components must explain, in (0, 1] (default %(default)s)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_job("pca", build_parser(), run_pca, argv)

@@ -1,0 +1,216 @@
+"""The featurise job: batching, the Keras-equivalence of its features, and losing no file."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fruitflow import featurize
+from fruitflow.featurize import featurize_contents
+from fruitflow.model import FEATURE_DIM
+from fruitflow.sample_images import FRUITS
+
+
+def jpeg_bytes(color=(200, 30, 30), size=(60, 60)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def test_contents_are_featurised_in_order_and_in_bounded_batches():
+    batch_sizes = []
+
+    def fake_extract(pixels: np.ndarray) -> np.ndarray:
+        batch_sizes.append(len(pixels))
+        return pixels.mean(axis=(1, 2))  # (n, 3): one "feature" per colour channel
+
+    contents = [jpeg_bytes((10 * i, 0, 0)) for i in range(7)]
+    contents.insert(3, b"broken")
+    features, errors = featurize_contents(contents, fake_extract, batch_size=3)
+
+    assert batch_sizes == [3, 3, 1]
+    assert errors[3].startswith("cannot decode image") and features[3] is None
+    good = [f for f in features if f is not None]
+    assert len(good) == 7 and all(e is None for i, e in enumerate(errors) if i != 3)
+    red = [round(float(f[0]) / 10) for f in good]
+    assert red == list(range(7))  # each result went back to its own row
+
+
+def test_a_batch_of_only_broken_files_never_reaches_the_model():
+    def must_not_run(pixels):
+        raise AssertionError("the model ran on nothing")
+
+    features, errors = featurize_contents([b"", b"junk"], must_not_run, batch_size=4)
+    assert features == [None, None]
+    assert errors[0] == "empty file (0 bytes)" and errors[1].startswith("cannot decode")
+
+
+def run_featurize(folder: Path, out: Path, *extra: str) -> int:
+    return featurize.main(
+        [
+            "--images", str(folder),
+            "--output", str(out / "features"),
+            "--errors", str(out / "errors"),
+            "--weights", "random",
+            "--metrics", str(out / "metrics" / "featurize.json"),
+            *extra,
+        ]
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def featurised(spark, fruit_images, tmp_path_factory):
+    out = tmp_path_factory.mktemp("featurised")
+    assert run_featurize(fruit_images, out, "--batch-size", "8", "--partitions", "3") == 0
+    return out
+
+
+def test_every_image_gets_a_1280_float_embedding_and_its_label(spark, featurised, fruit_images):
+    table = spark.read.parquet(str(featurised / "features"))
+    assert dict(table.dtypes) == {"path": "string", "label": "string", "features": "array<float>"}
+    rows = table.collect()
+    assert len(rows) == 30
+    assert {row.label for row in rows} == {fruit.name for fruit in FRUITS}
+    for row in rows:
+        assert row.path.startswith("file:/") and row.path.endswith(".jpg")
+        assert Path(row.path.removeprefix("file:")).parent.name == row.label
+        assert len(row.features) == FEATURE_DIM
+        assert np.isfinite(row.features).all()
+    assert spark.read.parquet(str(featurised / "errors")).count() == 0
+
+
+def test_the_network_runs_once_per_image_and_the_summary_says_so(featurised):
+    metrics = json.loads((featurised / "metrics" / "featurize.json").read_text())
+    assert metrics["images"] == metrics["featurised"] == 30
+    assert metrics["errors"] == 0
+    # Two outputs are written from one evaluation: the UDF saw each image exactly once.
+    assert metrics["model_rows"] == 30
+    assert metrics["weights"] == "random" and metrics["seconds"] > 0
+
+
+def test_features_equal_an_in_process_keras_predict(spark, featurised):
+    """The reference: Keras' own MobileNetV2 and preprocessing, as in the reference notebook."""
+    import keras
+    from keras.applications.mobilenet_v2 import preprocess_input
+
+    from fruitflow.model import RANDOM_WEIGHTS_SEED
+
+    keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)
+    full = keras.applications.MobileNetV2(weights=None, include_top=True, input_shape=(224, 224, 3))
+    reference = keras.Model(full.inputs, full.layers[-2].output)
+
+    rows = spark.read.parquet(str(featurised / "features")).orderBy("path").limit(6).collect()
+    pixels = np.stack(
+        [
+            keras.utils.img_to_array(Image.open(row.path.removeprefix("file:")).convert("RGB").resize((224, 224)))
+            for row in rows
+        ]
+    )
+    expected = reference.predict(preprocess_input(pixels), verbose=0)
+    actual = np.array([row.features for row in rows])
+
+    scale = np.abs(expected).max()
+    assert scale > 0
+    assert np.abs(actual - expected).max() <= 1e-4 * scale
+    # And the images really differ: matching one constant vector would prove nothing.
+    assert np.abs(expected[0] - expected[1]).max() > 1e-3 * scale
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory, fruit_images, bomb_png) -> tuple[Path, dict[str, str]]:
+    """Good and broken files side by side: the folder, and file name -> expected outcome."""
+    folder = tmp_path_factory.mktemp("mixed")
+    good = sorted((fruit_images / "Training" / "Banana").glob("*.jpg"))
+    outcomes = {}
+
+    def put(relative: str, content: bytes, outcome: str):
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        outcomes[relative] = outcome
+
+    put("Banana/good 1.jpg", good[0].read_bytes(), "features")
+    put("Banana/UPPER.JPG", good[1].read_bytes(), "features")
+    put("Banana/also.Jpeg", good[2].read_bytes(), "features")
+    rgba = io.BytesIO()
+    Image.new("RGBA", (80, 80), (20, 200, 20, 128)).save(rgba, format="PNG")
+    put("Pêche Jaune/transparent.png", rgba.getvalue(), "features")
+    put("deep/er/Kiwi/nested.jpg", good[0].read_bytes(), "features")
+    put("Banana/empty.jpg", b"", "empty file")
+    put("Banana/truncated.jpg", good[0].read_bytes()[:300], "cannot decode image")
+    put("Banana/random.png", np.random.default_rng(1).bytes(5000), "cannot decode image")
+    put("Banana/bomb.png", bomb_png, "decompression bomb")
+    put("Banana/notes.txt", b"not an image, not matched", "ignored")
+    put("Banana/.DS_Store", b"\x00\x00\x00\x01Bud1", "ignored")
+    put("Banana/photo.jpg.bak", good[0].read_bytes(), "ignored")
+    return folder, outcomes
+
+
+def test_mixed_folder_loses_no_file(spark, mixed_folder, tmp_path):
+    folder, outcomes = mixed_folder
+    assert run_featurize(folder, tmp_path) == 0
+    features = {row.path: row for row in spark.read.parquet(str(tmp_path / "features")).collect()}
+    errors = {row.path: row for row in spark.read.parquet(str(tmp_path / "errors")).collect()}
+
+    def uri(relative):
+        return f"file:{folder / relative}"
+
+    matched = {name: outcome for name, outcome in outcomes.items() if outcome != "ignored"}
+    assert set(features) | set(errors) == {uri(name) for name in matched}
+    assert not set(features) & set(errors)
+    for name, outcome in matched.items():
+        if outcome == "features":
+            assert len(features[uri(name)].features) == FEATURE_DIM, name
+        else:
+            assert outcome in errors[uri(name)].error, (name, errors[uri(name)].error)
+            assert errors[uri(name)].label == Path(name).parent.name
+    assert features[uri("Pêche Jaune/transparent.png")].label == "Pêche Jaune"
+
+    metrics = json.loads((tmp_path / "metrics" / "featurize.json").read_text())
+    assert (metrics["images"], metrics["featurised"], metrics["errors"]) == (len(matched), 5, 4)
+
+
+def test_rerun_replaces_the_previous_outputs(spark, fruit_images, tmp_path):
+    few = tmp_path / "few"
+    shutil.copytree(fruit_images / "Training" / "Lemon", few / "Lemon")
+    assert run_featurize(fruit_images, tmp_path / "out") == 0
+    assert run_featurize(few, tmp_path / "out") == 0
+    assert spark.read.parquet(str(tmp_path / "out" / "features")).count() == 3
+
+
+def test_missing_folder_is_a_readable_error(spark, tmp_path, capsys):
+    assert run_featurize(tmp_path / "nowhere", tmp_path / "out") == 1
+    assert f"featurize: error: images folder {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+
+
+def test_folder_without_images_is_a_readable_error(spark, tmp_path, capsys):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "readme.txt").write_text("no pictures here")
+    assert run_featurize(tmp_path / "docs", tmp_path / "out") == 1
+    message = capsys.readouterr().err
+    assert "no images found under" in message and ".jpg" in message
+
+
+@pytest.mark.parametrize("bad", [["--batch-size", "0"], ["--partitions", "-2"], ["--batch-size", "many"]])
+def test_bad_numbers_exit_with_usage(bad, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_featurize(tmp_path, tmp_path / "out", *bad)
+    assert exit_info.value.code == 2
+    assert "usage: featurize.py" in capsys.readouterr().err
+
+
+def test_weights_that_are_not_a_keras_file_are_refused(spark, fruit_images, tmp_path, capsys):
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"nope")
+    code = featurize.main(
+        ["--images", str(fruit_images), "--output", str(tmp_path / "f"), "--errors", str(tmp_path / "e"),
+         "--weights", str(weights)]
+    )  # fmt: skip
+    assert code == 1
+    assert "must be 'imagenet', 'random' or a Keras weights file ending in .h5" in capsys.readouterr().err

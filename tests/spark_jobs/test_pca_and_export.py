@@ -1,0 +1,139 @@
+"""The PCA and CSV jobs on Spark, from the featurise output of generated images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fruitflow import export_csv, featurize, pca
+from fruitflow.model import FEATURE_DIM
+
+
+@pytest.fixture(scope="module")
+def run_folder(spark, fruit_images, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    assert featurize.main(
+        ["--images", str(fruit_images), "--output", str(out / "features"), "--errors", str(out / "errors"),
+         "--weights", "random"]
+    ) == 0  # fmt: skip
+    assert pca.main(["--features", str(out / "features"), "--output", str(out / "pca"), "--variance", "0.9",
+                     "--metrics", str(out / "metrics" / "pca.json")]) == 0  # fmt: skip
+    assert export_csv.main(["--pca", str(out / "pca"), "--output", str(out / "pca_features.csv"),
+                            "--metrics", str(out / "metrics" / "export_csv.json")]) == 0  # fmt: skip
+    return out
+
+
+def test_pca_keeps_the_smallest_k_reaching_the_variance(spark, run_folder):
+    report = json.loads((run_folder / "explained_variance.json").read_text())
+    k = report["k"]
+    cumulative = report["cumulative_explained_variance_ratio"]
+    assert report["variance_threshold"] == 0.9
+    assert 1 <= k < 29
+    assert cumulative[k - 1] >= 0.9 > cumulative[k - 2]
+    assert report["explained_variance"] == pytest.approx(cumulative[k - 1])
+    assert len(report["explained_variance_ratio"]) == 29  # 30 images span at most 29 directions
+    assert np.cumsum(report["explained_variance_ratio"]) == pytest.approx(cumulative)
+    assert cumulative[-1] == pytest.approx(1.0)
+
+    table = spark.read.parquet(str(run_folder / "pca"))
+    assert dict(table.dtypes) == {"path": "string", "label": "string", "pca": "array<float>"}
+    rows = table.collect()
+    assert len(rows) == 30 and {len(row.pca) for row in rows} == {k}
+    assert json.loads((run_folder / "metrics" / "pca.json").read_text())["k"] == k
+
+
+def test_pca_scores_match_numpy_on_the_same_features(spark, run_folder):
+    features = spark.read.parquet(str(run_folder / "features")).orderBy("path").toPandas()
+    scores = spark.read.parquet(str(run_folder / "pca")).orderBy("path").toPandas()
+    matrix = np.stack(features["features"].to_numpy()).astype(np.float64)
+    std = matrix.std(axis=0, ddof=1)
+    keep = std > 1e-9 * np.abs(matrix.mean(axis=0))
+    standardised = (matrix[:, keep] - matrix[:, keep].mean(axis=0)) / std[keep]
+    _, singular, _ = np.linalg.svd(standardised, full_matrices=False)
+    k = len(scores["pca"][0])
+    expected_variance = singular[:k] ** 2 / (len(matrix) - 1)
+    got = np.stack(scores["pca"].to_numpy())
+    np.testing.assert_allclose(got.var(axis=0, ddof=1), expected_variance, rtol=1e-3)
+
+
+def test_plot_is_a_png_beside_the_pca_output(run_folder):
+    png = (run_folder / "explained_variance.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+    assert not list(run_folder.glob(".*.crc"))
+    # The PCA folder stays a readable Parquet dataset: nothing else was written inside it.
+    assert {p.suffix for p in (run_folder / "pca").iterdir() if not p.name.startswith((".", "_"))} == {".parquet"}
+
+
+def test_csv_is_one_file_with_one_numeric_column_per_component(run_folder):
+    csv = run_folder / "pca_features.csv"
+    assert csv.is_file()
+    assert sorted(p.name for p in run_folder.iterdir() if "pca_features" in p.name) == ["pca_features.csv"]
+    k = json.loads((run_folder / "explained_variance.json").read_text())["k"]
+    frame = pd.read_csv(csv)
+    assert list(frame.columns) == ["path", "label"] + [f"pc_{i}" for i in range(1, k + 1)]
+    assert len(frame) == 30
+    assert frame["path"].is_monotonic_increasing and frame["path"].is_unique
+    assert all(pd.api.types.is_float_dtype(frame[f"pc_{i}"]) for i in range(1, k + 1))
+    assert json.loads((run_folder / "metrics" / "export_csv.json").read_text())["rows"] == 30
+
+
+def test_csv_values_equal_the_pca_parquet(spark, run_folder):
+    frame = pd.read_csv(run_folder / "pca_features.csv").set_index("path")
+    for row in spark.read.parquet(str(run_folder / "pca")).collect():
+        np.testing.assert_allclose(frame.loc[row.path].iloc[1:].to_numpy(dtype=float), row.pca, rtol=1e-6)
+
+
+def write_features(spark, folder: Path, paths: list[str], dims: int = FEATURE_DIM, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    rows = [(path, path.split("/")[-2], rng.normal(size=dims).astype(np.float32).tolist()) for path in paths]
+    frame = spark.createDataFrame(rows, "path string, label string, features array<float>")
+    frame.write.mode("overwrite").parquet(str(folder))
+    return str(folder)
+
+
+def test_csv_quotes_awkward_names_so_pandas_reads_them_back(spark, tmp_path):
+    awkward = ['s3://b/Apple, "Red"/x.jpg', "s3://b/Kiwi/plain.jpg", "s3://b/Pêche/é, è.jpg"]
+    features = write_features(spark, tmp_path / "features", awkward)
+    assert pca.main(["--features", features, "--output", str(tmp_path / "pca")]) == 0
+    assert export_csv.main(["--pca", str(tmp_path / "pca"), "--output", str(tmp_path / "out.csv")]) == 0
+    frame = pd.read_csv(tmp_path / "out.csv")
+    assert sorted(frame["path"]) == sorted(awkward)
+    assert set(frame["label"]) == {'Apple, "Red"', "Kiwi", "Pêche"}
+
+
+def test_fewer_images_than_dimensions_work(spark, tmp_path):
+    features = write_features(spark, tmp_path / "features", [f"s3://b/C{i % 2}/{i}.jpg" for i in range(5)])
+    assert pca.main(["--features", features, "--output", str(tmp_path / "pca"), "--variance", "1.0"]) == 0
+    report = json.loads((tmp_path / "explained_variance.json").read_text())
+    assert report["k"] == 4 and len(report["explained_variance_ratio"]) == 4
+
+
+def test_one_image_is_refused_with_a_message(spark, tmp_path, capsys):
+    features = write_features(spark, tmp_path / "features", ["s3://b/A/only.jpg"])
+    assert pca.main(["--features", features, "--output", str(tmp_path / "pca")]) == 1
+    assert "PCA needs at least 2 images, found 1" in capsys.readouterr().err
+    assert not (tmp_path / "pca").exists()
+
+
+def test_missing_features_are_refused_with_a_message(spark, tmp_path, capsys):
+    assert pca.main(["--features", str(tmp_path / "none"), "--output", str(tmp_path / "pca")]) == 1
+    assert "run featurize first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variance", ["0", "1.5", "-0.2", "ninety"])
+def test_variance_outside_zero_one_exits_with_usage(variance, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pca.main(["--features", str(tmp_path), "--output", str(tmp_path / "pca"), "--variance", variance])
+    assert exit_info.value.code == 2
+    assert "--variance" in capsys.readouterr().err
+
+
+def test_export_refuses_a_folder_that_is_not_a_pca_output(spark, tmp_path, capsys):
+    features = write_features(spark, tmp_path / "features", ["s3://b/A/1.jpg", "s3://b/A/2.jpg"])
+    assert export_csv.main(["--pca", features, "--output", str(tmp_path / "x.csv")]) == 1
+    assert "is not a pca output" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
