@@ -22,7 +22,6 @@ os.environ.update(
     AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{_airflow_home}/airflow.db",
     AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
     AIRFLOW__CORE__LOAD_EXAMPLES="False",
-    AIRFLOW__CORE__UNIT_TEST_MODE="True",
     # Spark's Python workers must run this interpreter and find the jobs' package.
     PYSPARK_PYTHON=sys.executable,
     PYSPARK_DRIVER_PYTHON=sys.executable,
@@ -32,7 +31,12 @@ os.environ.update(
 
 @pytest.fixture(scope="session")
 def spark():
+    import logging
+
     from pyspark.sql import SparkSession
+
+    # py4j logs "closing" from a destructor after pytest has closed its streams.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
     session = (
         SparkSession.builder.master("local[2]")

@@ -19,6 +19,7 @@ def component_columns(k: int) -> list[str]:
 
 
 def export_csv(spark, args: argparse.Namespace) -> dict:
+    from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
     if not hadoop_fs.exists(spark, args.pca):
@@ -26,17 +27,15 @@ def export_csv(spark, args: argparse.Namespace) -> dict:
     reduced = spark.read.parquet(args.pca)
     if {"path", "label", "pca"} - set(reduced.columns):
         raise JobError(f"{args.pca} is not a pca output: it needs the columns path, label and pca")
-    shape = reduced.agg(
-        F.count("*").alias("rows"), F.min(F.size("pca")).alias("shortest"), F.max(F.size("pca")).alias("longest")
-    ).first()
-    if shape.rows == 0:
+    first = reduced.select(F.size("pca").alias("k")).first()
+    if first is None:
         raise JobError(f"{args.pca} holds no rows")
-    if shape.shortest != shape.longest:
-        raise JobError(f"PCA vectors in {args.pca} differ in length ({shape.shortest} to {shape.longest})")
-    columns = component_columns(shape.longest)
-    table = reduced.select(
-        "path", "label", *[F.col("pca")[index].alias(name) for index, name in enumerate(columns)]
-    )
+    columns = component_columns(first.k)
+    # Counted while writing: no second pass over the data just for the summary.
+    written = Observation("csv")
+    table = reduced.observe(
+        written, F.count("*").alias("rows"), F.min(F.size("pca")).alias("shortest"), F.max(F.size("pca")).alias("longest")
+    ).select("path", "label", *[F.col("pca")[index].alias(name) for index, name in enumerate(columns)])
     staging = f"{args.output.rstrip('/')}.{uuid.uuid4().hex}.parts"
     (
         table.repartition(1)
@@ -45,8 +44,12 @@ def export_csv(spark, args: argparse.Namespace) -> dict:
         .option("escape", '"')  # RFC 4180 doubled quotes, as pandas and spreadsheets expect
         .csv(staging)
     )
+    shape = written.get
+    if shape["shortest"] != shape["longest"]:
+        hadoop_fs.delete(spark, staging)
+        raise JobError(f"PCA vectors in {args.pca} differ in length ({shape['shortest']} to {shape['longest']})")
     hadoop_fs.replace_with_single_part(spark, staging, ".csv", args.output)
-    return {"rows": shape.rows, "components": len(columns)}
+    return {"rows": shape["rows"], "components": len(columns)}
 
 
 def build_parser() -> argparse.ArgumentParser:

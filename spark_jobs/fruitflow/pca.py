@@ -1,7 +1,7 @@
 """PCA job: standardise the embeddings, fit PCA once, keep the components that explain --variance.
 
 The fit is one distributed pass: each partition summarises its rows as (count, mean,
-centred scatter matrix), the summaries merge pairwise, and the driver diagonalises the
+centred scatter matrix), the driver merges the summaries pairwise and diagonalises the
 1280 x 1280 correlation matrix with numpy. Projection is a second pass over the same
 cached rows, so the features are read from Parquet once and never recomputed.
 """
@@ -13,6 +13,7 @@ import io
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import reduce
 
 import numpy as np
 import pandas as pd
@@ -136,15 +137,31 @@ def variance_plot(report: dict) -> bytes:
     return buffer.getvalue()
 
 
+# Each partial is a d x d matrix (13 MB for d = 1280) that the driver collects.
+MAX_PARTIALS = 64
+PARTIALS_SCHEMA = "rows long, shortest int, longest int, moments binary"
+
+
 def _partition_moments(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    moments = None
+    """One row per partition: its row count, shortest and longest vector, and moments.
+
+    Vectors of unequal length cannot be stacked: the partition then reports the lengths
+    only, for the driver to refuse with a message rather than a worker traceback.
+    """
+    moments, rows, lengths = None, 0, set()
     for batch in batches:
-        part = Moments.of(np.stack(batch["features"].to_numpy()))
-        moments = part if moments is None else moments.merge(part)
-    if moments is not None:
-        buffer = io.BytesIO()
-        np.savez(buffer, count=moments.count, mean=moments.mean, scatter=moments.scatter)
-        yield pd.DataFrame({"moments": [buffer.getvalue()]})
+        rows += len(batch)
+        lengths.update(batch["features"].map(len).unique().tolist())
+        if len(lengths) == 1:
+            part = Moments.of(np.stack(batch["features"].to_numpy()))
+            moments = part if moments is None else moments.merge(part)
+    if rows:
+        blob = None
+        if len(lengths) == 1:
+            buffer = io.BytesIO()
+            np.savez(buffer, count=moments.count, mean=moments.mean, scatter=moments.scatter)
+            blob = buffer.getvalue()
+        yield pd.DataFrame({"rows": [rows], "shortest": [min(lengths)], "longest": [max(lengths)], "moments": [blob]})
 
 
 def _load_moments(blob: bytes) -> Moments:
@@ -158,7 +175,6 @@ def sibling_uri(uri: str, name: str) -> str:
 
 def run_pca(spark, args: argparse.Namespace) -> dict:
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
 
     if not hadoop_fs.exists(spark, args.features):
@@ -169,14 +185,19 @@ def run_pca(spark, args: argparse.Namespace) -> dict:
         raise JobError(f"{args.features} lacks the column(s) {sorted(missing_columns)}: not a featurize output")
     features = features.select("path", "label", "features").persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        shape = features.agg(F.count("*").alias("rows"), F.min(F.size("features")).alias("shortest"),
-                             F.max(F.size("features")).alias("longest")).first()
-        if shape.rows < 2:
-            raise JobError(f"PCA needs at least 2 images, found {shape.rows} in {args.features}")
-        if shape.shortest != shape.longest:
-            raise JobError(f"feature vectors in {args.features} differ in length ({shape.shortest} to {shape.longest})")
-        partials = features.select("features").mapInPandas(_partition_moments, "moments binary")
-        fit = fit_pca(partials.rdd.map(lambda row: _load_moments(row.moments)).treeReduce(Moments.merge), args.variance)
+        partials = (
+            features.select("features")
+            .coalesce(min(features.rdd.getNumPartitions(), MAX_PARTIALS))
+            .mapInPandas(_partition_moments, PARTIALS_SCHEMA)
+            .collect()
+        )
+        rows = sum(partial.rows for partial in partials)
+        if rows < 2:
+            raise JobError(f"PCA needs at least 2 images, found {rows} in {args.features}")
+        shortest, longest = min(p.shortest for p in partials), max(p.longest for p in partials)
+        if shortest != longest:
+            raise JobError(f"feature vectors in {args.features} differ in length ({shortest} to {longest})")
+        fit = fit_pca(reduce(Moments.merge, (_load_moments(p.moments) for p in partials)), args.variance)
         fit_broadcast = spark.sparkContext.broadcast(fit)
 
         @pandas_udf("array<float>")
@@ -192,7 +213,7 @@ def run_pca(spark, args: argparse.Namespace) -> dict:
     report = variance_report(fit, args.variance)
     hadoop_fs.write_bytes(spark, sibling_uri(args.output, "explained_variance.json"), json.dumps(report, indent=2).encode())
     hadoop_fs.write_bytes(spark, sibling_uri(args.output, "explained_variance.png"), variance_plot(report))
-    return {"images": shape.rows, "k": fit.k, "variance": round(report["explained_variance"], 4)}
+    return {"images": rows, "k": fit.k, "variance": round(report["explained_variance"], 4)}
 
 
 def build_parser() -> argparse.ArgumentParser:

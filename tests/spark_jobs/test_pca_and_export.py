@@ -137,3 +137,17 @@ def test_export_refuses_a_folder_that_is_not_a_pca_output(spark, tmp_path, capsy
     assert export_csv.main(["--pca", features, "--output", str(tmp_path / "x.csv")]) == 1
     assert "is not a pca output" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_vectors_of_unequal_length_are_refused(spark, tmp_path, capsys):
+    rows = [("s3://b/A/1.jpg", "A", [1.0, 2.0, 3.0]), ("s3://b/A/2.jpg", "A", [1.0, 2.0]), ("s3://b/A/3.jpg", "A", [0.0, 1.0, 5.0])]
+    spark.createDataFrame(rows, "path string, label string, features array<float>").write.parquet(str(tmp_path / "f"))
+    assert pca.main(["--features", str(tmp_path / "f"), "--output", str(tmp_path / "pca")]) == 1
+    assert "differ in length (2 to 3)" in capsys.readouterr().err
+
+    ragged = [(path, label, values) for path, label, values in rows]
+    spark.createDataFrame(ragged, "path string, label string, pca array<float>").write.parquet(str(tmp_path / "p"))
+    assert export_csv.main(["--pca", str(tmp_path / "p"), "--output", str(tmp_path / "x.csv")]) == 1
+    assert "differ in length (2 to 3)" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
+    assert [p.name for p in tmp_path.iterdir() if "x.csv" in p.name] == []
