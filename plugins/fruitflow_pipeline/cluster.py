@@ -1,0 +1,97 @@
+"""The transient EMR cluster: one function builds the whole RunJobFlow request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fruitflow_pipeline.run import PipelineRun, join_uri
+from fruitflow_pipeline.settings import EmrSettings
+
+TAGS = {"project": "fruitflow", "managed-by": "airflow"}
+
+
+@dataclass(frozen=True)
+class ClusterShape:
+    release_label: str
+    primary_instance_type: str
+    core_instance_type: str
+    core_instance_count: int
+    task_instance_type: str
+    task_instance_count: int
+    task_market: str  # "SPOT" or "ON_DEMAND"
+
+
+def _instance_groups(shape: ClusterShape) -> list[dict]:
+    groups = [
+        {"Name": "primary", "InstanceRole": "MASTER", "Market": "ON_DEMAND",
+         "InstanceType": shape.primary_instance_type, "InstanceCount": 1},
+        {"Name": "core", "InstanceRole": "CORE", "Market": "ON_DEMAND",
+         "InstanceType": shape.core_instance_type, "InstanceCount": shape.core_instance_count},
+    ]  # fmt: skip
+    if shape.task_instance_count:
+        groups.append(
+            {"Name": "task", "InstanceRole": "TASK", "Market": shape.task_market,
+             "InstanceType": shape.task_instance_type, "InstanceCount": shape.task_instance_count}
+        )  # fmt: skip
+    return groups
+
+
+def _spark_configurations(emr: EmrSettings) -> list[dict]:
+    return [
+        {
+            "Classification": "spark-env",
+            "Configurations": [{"Classification": "export", "Properties": {"PYSPARK_PYTHON": emr.python}}],
+        },
+        {
+            "Classification": "spark-defaults",
+            "Properties": {
+                "spark.pyspark.python": emr.python,
+                "spark.pyspark.driver.python": emr.python,
+                "spark.sql.execution.arrow.pyspark.enabled": "true",
+                # TensorFlow and the decoded images live in the Python workers, outside the JVM heap.
+                "spark.executor.memoryOverhead": "3g",
+                "spark.driver.memory": "4g",
+                "spark.python.worker.reuse": "true",
+                "spark.sql.adaptive.enabled": "true",
+            },
+        },
+    ]
+
+
+def job_flow_spec(run: PipelineRun, shape: ClusterShape, emr: EmrSettings, code_version: str) -> dict:
+    """RunJobFlow request for ``run``: Spark on ``shape``, bootstrapped with the run's code version.
+
+    The cluster waits for steps (they are added once it exists) and terminates itself after
+    ``idle_timeout_seconds`` without work, should the DAG's teardown never run.
+    """
+    instances: dict = {
+        "InstanceGroups": _instance_groups(shape),
+        "KeepJobFlowAliveWhenNoSteps": True,
+        "TerminationProtected": False,
+    }
+    if emr.subnet_id:
+        instances["Ec2SubnetId"] = emr.subnet_id
+    tags = {**TAGS, "fruitflow-run": run.key, "fruitflow-code": code_version}
+    return {
+        "Name": f"fruitflow-{run.key}",
+        "ReleaseLabel": shape.release_label,
+        "Applications": [{"Name": "Spark"}],
+        "LogUri": emr.log_uri or join_uri(run.results_uri, "_emr_logs") + "/",
+        "Instances": instances,
+        "BootstrapActions": [
+            {
+                "Name": "install fruitflow Python requirements",
+                "ScriptBootstrapAction": {
+                    "Path": join_uri(run.code_uri, "bootstrap.sh"),
+                    "Args": [join_uri(run.code_uri, "requirements.txt"), emr.python],
+                },
+            }
+        ],
+        "Configurations": _spark_configurations(emr),
+        "AutoTerminationPolicy": {"IdleTimeout": emr.idle_timeout_seconds},
+        "StepConcurrencyLevel": 1,
+        "ServiceRole": emr.service_role,
+        "JobFlowRole": emr.instance_profile,
+        "VisibleToAllUsers": True,
+        "Tags": [{"Key": key, "Value": value} for key, value in tags.items()],
+    }

@@ -1,0 +1,155 @@
+"""The DAG's params: a validated form in the UI, and the checks JSON schema cannot express."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from airflow.sdk import Param
+
+from fruitflow_pipeline.cluster import ClusterShape
+from fruitflow_pipeline.run import PipelineRun, join_uri
+from fruitflow_pipeline.settings import Settings, Target
+from fruitflow_pipeline.storage import Storage, local_path
+
+URI_PATTERNS = {
+    Target.EMR: r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$",
+    Target.LOCAL: r"^(file:)?/.*",
+}
+URI_HINTS = {
+    Target.EMR: "an s3://bucket/prefix URI",
+    Target.LOCAL: "an absolute local path or file:// URI",
+}
+WEIGHTS_PATTERN = r"^(imagenet|random|.+\.h5)$"
+INSTANCE_TYPE_PATTERN = r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"
+
+
+def dag_params(settings: Settings) -> dict[str, Param]:
+    uri_pattern, uri_hint = URI_PATTERNS[settings.target], URI_HINTS[settings.target]
+    params = {
+        "images_uri": Param(
+            settings.images_uri, type="string", pattern=uri_pattern, title="Images",
+            description=f"Folder of <class>/<image>.jpg|jpeg|png files, searched recursively: {uri_hint}.",
+        ),
+        "results_uri": Param(
+            settings.results_uri, type="string", pattern=uri_pattern, title="Results",
+            description=f"Each run writes under <results>/<run key>/, replacing only that folder: {uri_hint}.",
+        ),
+        "variance": Param(
+            0.95, type="number", exclusiveMinimum=0, maximum=1, title="Explained variance",
+            description="PCA keeps the fewest components whose cumulative explained variance reaches this share.",
+        ),
+        "weights": Param(
+            "imagenet", type="string", pattern=WEIGHTS_PATTERN, title="MobileNetV2 weights",
+            description="'imagenet' (downloaded by the Spark driver), 'random' (seeded; tests only, "
+            f"meaningless features) or {uri_hint.removeprefix('an ').removeprefix('a ')} of a Keras .h5 weights file.",
+        ),
+        "batch_size": Param(
+            64, type="integer", minimum=1, maximum=1024, title="Batch size",
+            description="Images per MobileNetV2 forward pass (and per Arrow batch).",
+        ),
+        "max_error_share": Param(
+            0.05, type="number", minimum=0, maximum=1, title="Tolerated share of unreadable images",
+            description="The run fails when more than this share of the images could not be featurised.",
+        ),
+    }  # fmt: skip
+    if settings.target is Target.EMR:
+        params |= {
+            "release_label": Param(
+                settings.emr.release_label, type="string", pattern=r"^emr-7\.\d+\.\d+$", section="Cluster",
+                description="EMR 7.x release (Spark 3.5); the jobs are tested against pyspark 3.5.",
+            ),
+            "primary_instance_type": Param(
+                "m5.xlarge", type="string", pattern=INSTANCE_TYPE_PATTERN, section="Cluster",
+                description="EC2 type of the primary node (runs the Spark driver).",
+            ),
+            "core_instance_type": Param(
+                "m5.2xlarge", type="string", pattern=INSTANCE_TYPE_PATTERN, section="Cluster",
+                description="EC2 type of the core nodes (run executors, hold HDFS).",
+            ),
+            "core_instance_count": Param(
+                2, type="integer", minimum=1, maximum=50, section="Cluster", description="Number of core nodes.",
+            ),
+            "task_instance_type": Param(
+                "m5.2xlarge", type="string", pattern=INSTANCE_TYPE_PATTERN, section="Cluster",
+                description="EC2 type of the optional task nodes (executors only).",
+            ),
+            "task_instance_count": Param(
+                0, type="integer", minimum=0, maximum=100, section="Cluster",
+                description="Number of task nodes; 0 for none.",
+            ),
+            "task_market": Param(
+                "SPOT", type="string", enum=["SPOT", "ON_DEMAND"], section="Cluster",
+                description="Buy task nodes on the spot market (cheaper, may be reclaimed) or on demand.",
+            ),
+        }  # fmt: skip
+    return params
+
+
+class InvalidParams(ValueError):
+    """One or more params are unusable; the message names each field."""
+
+
+@dataclass(frozen=True)
+class ValidatedRun:
+    run: PipelineRun
+    cluster: ClusterShape | None
+
+
+def _normalise(uri: str, target: Target) -> str:
+    uri = uri.strip().rstrip("/")
+    return str(local_path(uri)) if target is Target.LOCAL else uri
+
+
+def _inside(inner: str, outer: str) -> bool:
+    return inner == outer or inner.startswith(outer + "/")
+
+
+def validate_run(params: Mapping, settings: Settings, storage: Storage, key: str, code_version: str) -> ValidatedRun:
+    """The run that ``params`` describe, or InvalidParams naming every field that is wrong.
+
+    Runs before any cluster exists: a run that cannot succeed costs no EC2 time.
+    """
+    target = settings.target
+    images = _normalise(params["images_uri"], target)
+    results = _normalise(params["results_uri"], target)
+    weights = params["weights"].strip()
+    problems = []
+    if _inside(results, images) or _inside(images, results):
+        problems.append(
+            f"results_uri: {results} and images_uri {images} must not contain one another "
+            "(outputs would be read back as images, or runs would delete images)"
+        )
+    if not storage.has_files(images):
+        problems.append(f"images_uri: no files under {images} (is the path right? set FRUITFLOW_IMAGES_URI for nightly runs)")
+    if weights not in ("imagenet", "random"):
+        weights = _normalise(weights, target)
+        if target is Target.EMR and not weights.startswith("s3://"):
+            problems.append(f"weights: {weights} must be 'imagenet', 'random' or an s3:// URI on EMR")
+        elif not storage.exists(weights):
+            problems.append(f"weights: no file at {weights}")
+    if problems:
+        raise InvalidParams("; ".join(problems))
+
+    run = PipelineRun(
+        key=key,
+        images_uri=images,
+        results_uri=results,
+        code_uri=join_uri(results, "_code", code_version),
+        variance=float(params["variance"]),
+        weights=weights,
+        batch_size=int(params["batch_size"]),
+        max_error_share=float(params["max_error_share"]),
+    )
+    cluster = None
+    if target is Target.EMR:
+        cluster = ClusterShape(
+            release_label=params["release_label"],
+            primary_instance_type=params["primary_instance_type"],
+            core_instance_type=params["core_instance_type"],
+            core_instance_count=int(params["core_instance_count"]),
+            task_instance_type=params["task_instance_type"],
+            task_instance_count=int(params["task_instance_count"]),
+            task_market=params["task_market"],
+        )
+    return ValidatedRun(run, cluster)

@@ -1,0 +1,69 @@
+"""One pipeline run: its validated inputs and where each of its outputs goes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+
+def run_key(moment: datetime) -> str:
+    """Name of a run's folder: its logical date in ISO basic form, safe in S3 keys and Hadoop paths."""
+    return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def join_uri(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    key: str
+    images_uri: str
+    results_uri: str
+    code_uri: str
+    variance: float
+    weights: str
+    batch_size: int
+    max_error_share: float
+
+    @property
+    def uri(self) -> str:
+        return join_uri(self.results_uri, self.key)
+
+    @property
+    def features_uri(self) -> str:
+        return join_uri(self.uri, "features")
+
+    @property
+    def errors_uri(self) -> str:
+        return join_uri(self.uri, "errors")
+
+    @property
+    def pca_uri(self) -> str:
+        return join_uri(self.uri, "pca")
+
+    @property
+    def csv_uri(self) -> str:
+        return join_uri(self.uri, "pca_features.csv")
+
+    @property
+    def explained_variance_uri(self) -> str:
+        return join_uri(self.uri, "explained_variance.json")
+
+    @property
+    def plot_uri(self) -> str:
+        return join_uri(self.uri, "explained_variance.png")
+
+    @property
+    def report_uri(self) -> str:
+        return join_uri(self.uri, "report.json")
+
+    def metrics_uri(self, step_name: str) -> str:
+        return join_uri(self.uri, "metrics", f"{step_name}.json")
+
+    def to_xcom(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_xcom(cls, value: dict) -> PipelineRun:
+        return cls(**value)

@@ -1,0 +1,121 @@
+"""Deployment settings: the one typed place for configuration, read from FRUITFLOW_* variables.
+
+Per-run choices (which images, which variance, cluster size) are DAG params instead, with
+their defaults taken from here where a deployment decides them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Target(StrEnum):
+    EMR = "emr"
+    LOCAL = "local"
+
+
+class SettingError(ValueError):
+    """A FRUITFLOW_* variable holds a value the pipeline cannot use."""
+
+
+@dataclass(frozen=True)
+class EmrSettings:
+    release_label: str = "emr-7.10.0"  # Spark 3.5.5, Python 3.11: matches pyspark in requirements.txt
+    service_role: str = "EMR_DefaultRole"
+    instance_profile: str = "EMR_EC2_DefaultRole"
+    subnet_id: str = ""
+    log_uri: str = ""  # empty: <results_uri>/_emr_logs/
+    idle_timeout_seconds: int = 3600
+    python: str = "/usr/bin/python3.11"
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    spark_master: str = "local[*]"
+    driver_memory: str = "4g"
+    python: str = sys.executable
+    spark_submit: str = ""  # empty: the spark-submit shipped inside the pyspark package
+
+
+@dataclass(frozen=True)
+class Settings:
+    target: Target = Target.EMR
+    schedule: str = "0 2 * * *"
+    images_uri: str = ""
+    results_uri: str = ""
+    aws_conn_id: str = "aws_default"
+    jobs_dir: Path = REPO_ROOT / "spark_jobs"
+    poke_interval_seconds: float = 60.0
+    timeout_minutes: Mapping[str, int] = field(
+        default_factory=lambda: {"featurize": 240, "pca": 60, "export_csv": 60}
+    )
+    emr: EmrSettings = field(default_factory=EmrSettings)
+    local: LocalSettings = field(default_factory=LocalSettings)
+
+    def __post_init__(self):
+        # The defaults of the params a nightly run uses: placeholders unless the deployment says.
+        if not self.images_uri:
+            default = "s3://fruitflow-data/images" if self.target is Target.EMR else str(REPO_ROOT / "data" / "images")
+            object.__setattr__(self, "images_uri", default)
+        if not self.results_uri:
+            default = "s3://fruitflow-data/results" if self.target is Target.EMR else str(REPO_ROOT / "data" / "results")
+            object.__setattr__(self, "results_uri", default)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        def text(name: str, default: str = "") -> str:
+            return env.get(f"FRUITFLOW_{name}", "").strip() or default
+
+        def number(name: str, default: float, kind=int):
+            raw = text(name)
+            if not raw:
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise SettingError(f"FRUITFLOW_{name}={raw!r} is not a number") from None
+            if value <= 0:
+                raise SettingError(f"FRUITFLOW_{name}={raw!r} must be positive")
+            return value
+
+        raw_target = text("TARGET", Target.EMR.value).lower()
+        try:
+            target = Target(raw_target)
+        except ValueError:
+            raise SettingError(f"FRUITFLOW_TARGET={raw_target!r}: use 'emr' or 'local'") from None
+        emr, local = EmrSettings(), LocalSettings()
+        return cls(
+            target=target,
+            schedule=text("SCHEDULE", cls.schedule),
+            images_uri=text("IMAGES_URI"),
+            results_uri=text("RESULTS_URI"),
+            aws_conn_id=text("AWS_CONN_ID", cls.aws_conn_id),
+            jobs_dir=Path(text("JOBS_DIR", str(cls.jobs_dir))),
+            poke_interval_seconds=number("POKE_INTERVAL_SECONDS", cls.poke_interval_seconds, float),
+            timeout_minutes={
+                step: number(f"{step.upper()}_TIMEOUT_MINUTES", minutes)
+                for step, minutes in cls().timeout_minutes.items()
+            },
+            emr=EmrSettings(
+                release_label=text("EMR_RELEASE_LABEL", emr.release_label),
+                service_role=text("EMR_SERVICE_ROLE", emr.service_role),
+                instance_profile=text("EMR_INSTANCE_PROFILE", emr.instance_profile),
+                subnet_id=text("EMR_SUBNET_ID"),
+                log_uri=text("EMR_LOG_URI"),
+                idle_timeout_seconds=number("EMR_IDLE_TIMEOUT_SECONDS", emr.idle_timeout_seconds),
+                python=text("EMR_PYTHON", emr.python),
+            ),
+            local=LocalSettings(
+                spark_master=text("SPARK_MASTER", local.spark_master),
+                driver_memory=text("SPARK_DRIVER_MEMORY", local.driver_memory),
+                python=text("SPARK_PYTHON", local.python),
+                spark_submit=text("SPARK_SUBMIT"),
+            ),
+        )

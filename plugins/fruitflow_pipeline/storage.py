@@ -1,0 +1,111 @@
+"""Where runs read and write from the Airflow side: S3 on EMR, a local folder on the local target."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from fruitflow_pipeline.run import join_uri
+
+
+class Storage(Protocol):
+    def exists(self, uri: str) -> bool: ...
+    def has_files(self, uri: str) -> bool: ...
+    def read_text(self, uri: str) -> str: ...
+    def write_text(self, uri: str, text: str) -> None: ...
+    def csv_rows(self, uri: str) -> Iterator[list[str]]: ...
+    def upload(self, files: tuple[Path, ...], folder_uri: str) -> None: ...
+    def delete_folder(self, uri: str) -> None: ...
+
+
+def local_path(uri: str) -> Path:
+    return Path(uri.removeprefix("file://").removeprefix("file:"))
+
+
+class LocalStorage:
+    def exists(self, uri: str) -> bool:
+        return local_path(uri).exists()
+
+    def has_files(self, uri: str) -> bool:
+        return any(path.is_file() for path in local_path(uri).rglob("*"))
+
+    def read_text(self, uri: str) -> str:
+        return local_path(uri).read_text(encoding="utf-8")
+
+    def write_text(self, uri: str, text: str) -> None:
+        path = local_path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+    def csv_rows(self, uri: str) -> Iterator[list[str]]:
+        with local_path(uri).open(newline="", encoding="utf-8") as handle:
+            yield from csv.reader(handle)
+
+    def upload(self, files: tuple[Path, ...], folder_uri: str) -> None:
+        folder = local_path(folder_uri)
+        folder.mkdir(parents=True, exist_ok=True)
+        for file in files:
+            shutil.copyfile(file, folder / file.name)
+
+    def delete_folder(self, uri: str) -> None:
+        shutil.rmtree(local_path(uri), ignore_errors=True)
+
+
+class S3Storage:
+    """S3 through the Amazon provider's hook, so credentials come from the Airflow connection."""
+
+    def __init__(self, aws_conn_id: str):
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        self.hook = S3Hook(aws_conn_id=aws_conn_id)
+
+    @staticmethod
+    def _split(uri: str) -> tuple[str, str]:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        return S3Hook.parse_s3_url(uri)
+
+    def exists(self, uri: str) -> bool:
+        bucket, key = self._split(uri)
+        return self.hook.check_for_key(key, bucket) or self.has_files(uri)
+
+    def has_files(self, uri: str) -> bool:
+        bucket, prefix = self._split(join_uri(uri, ""))
+        response = self.hook.get_conn().list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        return response.get("KeyCount", 0) > 0
+
+    def read_text(self, uri: str) -> str:
+        bucket, key = self._split(uri)
+        return self.hook.read_key(key, bucket)
+
+    def write_text(self, uri: str, text: str) -> None:
+        bucket, key = self._split(uri)
+        self.hook.load_string(text, key, bucket, replace=True)
+
+    def csv_rows(self, uri: str) -> Iterator[list[str]]:
+        """Streamed: a CSV of any size is read without holding it in memory."""
+        bucket, key = self._split(uri)
+        body = self.hook.get_key(key, bucket).get()["Body"]
+        try:
+            yield from csv.reader(codecs.getreader("utf-8")(body))
+        finally:
+            body.close()
+
+    def upload(self, files: tuple[Path, ...], folder_uri: str) -> None:
+        bucket, prefix = self._split(join_uri(folder_uri, ""))
+        for file in files:
+            self.hook.load_file(str(file), f"{prefix}{file.name}", bucket, replace=True)
+
+    def delete_folder(self, uri: str) -> None:
+        bucket, prefix = self._split(join_uri(uri, ""))
+        keys = self.hook.list_keys(bucket_name=bucket, prefix=prefix)
+        if keys:
+            self.hook.delete_objects(bucket, keys)
+
+
+def storage_for(target: str, aws_conn_id: str) -> Storage:
+    return S3Storage(aws_conn_id) if target == "emr" else LocalStorage()

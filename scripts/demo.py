@@ -1,0 +1,127 @@
+"""`make demo`: one run of the fruits_features DAG on this machine, on the local target.
+
+Real Airflow (its embedded SQLite metadata DB, `airflow dags test`), real Spark in local
+mode, real TensorFlow. Settings come from the environment (the Makefile passes them on):
+
+    IMAGES   folder of <class>/<image>.jpg to featurise (default: generate COUNT sample images)
+    COUNT    sample images to generate when IMAGES is not set (default 200)
+    WEIGHTS  imagenet (default), random, or the path of a Keras MobileNetV2 .h5 weights file
+    DATA_DIR where sample images and results go (default: data/ in the repository)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "spark_jobs"))
+
+from fruitflow.sample_images import FRUITS, generate_images  # noqa: E402
+
+# What the terminal shows of Airflow's log: each task as it starts, the jobs' summaries and errors.
+PROGRESS = (
+    re.compile(r"\[DAG TEST\] starting task_id=(?P<text>\w+)"),
+    re.compile(r"fruitflow: (?P<text>\w+ done: .*?)\s+\[airflow"),
+    re.compile(r"(?P<text>\w+: error: .*?)\s+\[airflow"),
+    re.compile(r"(?P<text>(invalid params|step \w+ failed|the CSV has|\d+ of \d+ images could not).*?)\s+\[airflow"),
+)
+
+
+def progress(line: str) -> str | None:
+    for pattern in PROGRESS:
+        if match := pattern.search(line):
+            return match["text"]
+    return None
+
+
+def airflow_environment(airflow_home: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "FRUITFLOW_TARGET": "local",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
+def sample_images(data_dir: Path, count: int) -> Path:
+    folder = data_dir / "sample_images"
+    if len(list(folder.glob("*/*/*.jpg"))) != count:
+        subprocess.run(["rm", "-rf", str(folder)], check=True)
+        generate_images(folder, count, seed=0)
+        print(f"Generated {count} sample images in {len(FRUITS)} classes under {folder}")
+    return folder
+
+
+def run_dag(env: dict[str, str], logical_date: str, conf: dict, log_path: Path) -> int:
+    airflow = str(Path(sys.executable).parent / "airflow")
+    with log_path.open("w") as log:
+        migrate = subprocess.run([airflow, "db", "migrate"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        if migrate.returncode:
+            return migrate.returncode
+        command = [airflow, "dags", "test", "fruits_features", logical_date, "-c", json.dumps(conf)]
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in process.stdout:
+            log.write(line)
+            if shown := progress(line):
+                print(f"  {shown}")
+        return process.wait()
+
+
+def main() -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines interleave with errors in order
+    data_dir = Path(os.environ.get("DATA_DIR") or ROOT / "data").resolve()
+    weights = os.environ.get("WEIGHTS") or "imagenet"
+    images = Path(os.environ["IMAGES"]).resolve() if os.environ.get("IMAGES") else None
+    if images is None:
+        images = sample_images(data_dir, int(os.environ.get("COUNT") or 200))
+    elif not images.is_dir():
+        print(f"IMAGES={images} is not a folder", file=sys.stderr)
+        return 2
+    if weights not in ("imagenet", "random"):
+        weights = str(Path(weights).resolve())
+
+    airflow_home = Path(os.environ.get("AIRFLOW_HOME") or ROOT / ".airflow")
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    results = data_dir / "results"
+    # One demo run a day: running it again the same day replaces that run's folder only.
+    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    conf = {"images_uri": str(images), "results_uri": str(results), "weights": weights}
+    log_path = airflow_home / "demo.log"
+    print(f"Running fruits_features on {images} with weights={weights} (full log: {log_path})")
+    code = run_dag(airflow_environment(airflow_home), today.isoformat(), conf, log_path)
+
+    run_folder = results / today.strftime("%Y%m%dT%H%M%SZ")
+    report_path = run_folder / "report.json"
+    if code or not report_path.exists():
+        print(f"\nThe run failed. See {log_path}.", file=sys.stderr)
+        if weights == "imagenet" and "could not download the ImageNet weights" in log_path.read_text():
+            print(
+                "This machine cannot download the ImageNet weights. Run `make demo WEIGHTS=random` "
+                "(meaningless features, working pipeline) or `make demo WEIGHTS=/path/to/"
+                "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5`.",
+                file=sys.stderr,
+            )
+        return code or 1
+    report = json.loads(report_path.read_text())
+    counts, pca = report["counts"], report["pca"]
+    print(f"\nimages:  {counts['images']} read, {counts['featurised']} featurised")
+    print(f"errors:  {counts['errors']} ({counts['error_share']:.1%}), listed in {run_folder / 'errors'}")
+    print(f"k:       {pca['k']} components explain {pca['explained_variance']:.1%} of the variance")
+    print(f"\nCSV:     {run_folder / 'pca_features.csv'}")
+    print(f"plot:    {run_folder / 'explained_variance.png'}")
+    print(f"report:  {report_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The DAG as Airflow parses it: imports under both targets, the graph, the teardown, the params."""
+
+from __future__ import annotations
+
+import pytest
+
+EMR_ORDER = [
+    "validate_params", "upload_code", "create_cluster", "add_steps",
+    "watch_featurize", "watch_pca", "watch_export_csv", "check_outputs", "terminate_cluster",
+]  # fmt: skip
+LOCAL_ORDER = ["validate_params", "upload_code", "featurize", "pca", "export_csv", "check_outputs"]
+
+
+def assert_chain(dag, order):
+    assert sorted(dag.task_ids) == sorted(order)
+    for upstream, downstream in zip(order, order[1:]):
+        assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
+    assert [task.task_id for task in dag.topological_sort()] == order
+
+
+@pytest.mark.parametrize("target", ["emr", "local"])
+def test_dag_imports_and_is_scheduled_nightly_one_run_at_a_time(load_dag, target):
+    dag = load_dag(target)
+    assert dag.dag_id == "fruits_features"
+    assert dag.schedule == "0 2 * * *"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert {"fruitflow", target} <= set(dag.tags)
+    assert dag.owner == "data-platform"
+    assert "When it fails" in dag.doc_md
+
+
+def test_schedule_follows_the_setting(load_dag):
+    assert load_dag("local", schedule="15 4 * * *").schedule == "15 4 * * *"
+
+
+def test_emr_graph_ends_with_the_cluster_teardown(load_dag):
+    dag = load_dag("emr")
+    assert_chain(dag, EMR_ORDER)
+    create, terminate = dag.get_task("create_cluster"), dag.get_task("terminate_cluster")
+    assert terminate.is_teardown and create.is_setup
+    assert terminate.trigger_rule == "all_done_setup_success"
+    assert "terminate_cluster" in create.downstream_task_ids
+    assert dag.get_task("add_steps").retries == 0
+    for name in ("featurize", "pca", "export_csv"):
+        sensor = dag.get_task(f"watch_{name}")
+        assert sensor.retries == 0
+    assert dag.get_task("watch_featurize").timeout == 240 * 60
+    assert dag.get_task("watch_pca").timeout == 60 * 60
+
+
+def test_local_graph_runs_the_same_steps_without_a_cluster(load_dag):
+    dag = load_dag("local")
+    assert_chain(dag, LOCAL_ORDER)
+    assert not [task for task in dag.tasks if "cluster" in task.task_id]
+    assert [dag.get_task(name).step for name in ("featurize", "pca", "export_csv")] == ["featurize", "pca", "export_csv"]
+    assert dag.get_task("featurize").execution_timeout.total_seconds() == 240 * 60
+
+
+@pytest.mark.parametrize("target", ["emr", "local"])
+def test_every_param_has_a_default_a_description_and_a_schema(load_dag, target):
+    params = load_dag(target).params
+    expected = {"images_uri", "results_uri", "variance", "weights", "batch_size", "max_error_share"}
+    if target == "emr":
+        expected |= {"release_label", "primary_instance_type", "core_instance_type", "core_instance_count",
+                     "task_instance_type", "task_instance_count", "task_market"}  # fmt: skip
+    assert set(params) == expected
+    for name in params:
+        param = params.get_param(name)
+        assert param.value is not None, name
+        assert param.description, name
+        assert param.schema.get("type"), name
+    params.validate()  # the defaults themselves are valid, or scheduled runs could not start
+    assert params["variance"] == 0.95 and params["weights"] == "imagenet"
+
+
+def test_emr_defaults_point_at_s3_and_emr_7(load_dag):
+    params = load_dag("emr", images_uri="s3://acme-fruits/in", results_uri="s3://acme-fruits/out").params
+    assert params["images_uri"] == "s3://acme-fruits/in"
+    assert params["results_uri"] == "s3://acme-fruits/out"
+    assert params["release_label"].startswith("emr-7.")
+    assert params["core_instance_count"] >= 1 and params["task_market"] == "SPOT"

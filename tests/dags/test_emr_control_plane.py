@@ -1,0 +1,221 @@
+"""The real DAG on the EMR target against moto's S3 and EMR, run with ``dag.test()``.
+
+moto accepts EMR steps but never runs them: ``FakeEmr`` plays the cluster's part, settling
+each step as the scenario says and, for a completed step, writing the files its Spark job
+would have written. This is a moto run, not an AWS run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+BUCKET = "fruits"
+CONF = {"images_uri": f"s3://{BUCKET}/images", "results_uri": f"s3://{BUCKET}/results", "weights": "random"}
+
+
+def argument(args: list[str], flag: str) -> str:
+    return args[args.index(flag) + 1]
+
+
+class FakeEmr:
+    """Settles steps as they are added: all complete, or ``fail_step`` fails and the later ones
+    are cancelled (what ActionOnFailure=CANCEL_AND_WAIT does on EMR)."""
+
+    def __init__(self, monkeypatch, fail_step: str | None = None, csv_rows_short_by: int = 0):
+        from moto.emr import models
+
+        self.fail_step = fail_step
+        self.csv_rows_short_by = csv_rows_short_by
+        self.s3 = boto3.client("s3")
+        original = models.Cluster.add_steps
+
+        def add_steps(cluster, steps):
+            added = original(cluster, steps)
+            self.settle(added)
+            return added
+
+        monkeypatch.setattr(models.Cluster, "add_steps", add_steps)
+
+    def put(self, uri: str, body: str) -> None:
+        bucket, key = uri.removeprefix("s3://").split("/", 1)
+        self.s3.put_object(Bucket=bucket, Key=key, Body=body.encode())
+
+    def settle(self, steps) -> None:
+        failed = False
+        for step in steps:
+            if failed:
+                step.state = "CANCELLED"
+            elif step.name == self.fail_step:
+                failed = True
+                step.state = "FAILED"
+                step.Status = {
+                    "State": "FAILED",
+                    "StateChangeReason": {},
+                    "FailureDetails": {
+                        "Reason": "Unknown error.",
+                        "Message": "Exception in thread main: featurize: error: images folder does not exist",
+                        "LogFile": f"s3://{BUCKET}/results/_emr_logs/steps/stderr.gz",
+                    },
+                }
+            else:
+                self.write_outputs(step.name, step.args)
+                step.state = "COMPLETED"
+
+    def write_outputs(self, name: str, args: list[str]) -> None:
+        metrics = {"seconds": 12.5}
+        if name == "featurize":
+            metrics |= {"images": 20, "featurised": 19, "errors": 1}
+        elif name == "pca":
+            output = argument(args, "--output")
+            self.put(output.rsplit("/", 1)[0] + "/explained_variance.json",
+                     json.dumps({"k": 3, "variance_threshold": 0.95, "explained_variance": 0.96}))  # fmt: skip
+            metrics |= {"images": 19, "k": 3}
+        else:
+            rows = ["path,label,pc_1,pc_2,pc_3"]
+            rows += [f"s3://{BUCKET}/images/Kiwi/{i}.jpg,Kiwi,0.1,0.2,0.3" for i in range(19 - self.csv_rows_short_by)]
+            self.put(argument(args, "--output"), "\n".join(rows) + "\n")
+            metrics |= {"rows": 19}
+        self.put(argument(args, "--metrics"), json.dumps(metrics))
+
+
+@pytest.fixture
+def emr_dag(load_dag, aws, airflow_db):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    for index in range(3):
+        s3.put_object(Bucket=BUCKET, Key=f"images/Kiwi/{index}.jpg", Body=b"\xff\xd8 not decoded here")
+    return load_dag("emr", poke_interval_seconds="0.1")
+
+
+def task_states(run) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def clusters() -> list[dict]:
+    emr = boto3.client("emr")
+    return [emr.describe_cluster(ClusterId=c["Id"])["Cluster"] for c in emr.list_clusters()["Clusters"]]
+
+
+def calls_named(calls, operation) -> list[dict]:
+    return [params for name, params in calls if name == operation]
+
+
+def read_json(key: str) -> dict:
+    return json.loads(boto3.client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+
+def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monkeypatch, aws_calls):
+    FakeEmr(monkeypatch)
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == "success", task_states(run)
+    assert set(task_states(run).values()) == {"success"}
+
+    plan = run.get_task_instance("validate_params").xcom_pull(task_ids="validate_params")
+    code_uri, run_uri = plan["run"]["code_uri"], f"s3://{BUCKET}/results/{plan['run']['key']}"
+    code_prefix = code_uri.removeprefix(f"s3://{BUCKET}/") + "/"
+    code_puts = [
+        (index, params["Key"].removeprefix(code_prefix))
+        for index, (name, params) in enumerate(aws_calls)
+        if name == "PutObject" and params["Key"].startswith(code_prefix)
+    ]
+    assert {key for _, key in code_puts} == {
+        "fruitflow.zip", "featurize.py", "pca.py", "export_csv.py", "bootstrap.sh", "requirements.txt"
+    }  # fmt: skip
+    operations = [name for name, _ in aws_calls]
+    assert max(index for index, _ in code_puts) < operations.index("RunJobFlow")  # the code is there before the cluster
+
+    (request,) = calls_named(aws_calls, "RunJobFlow")
+    assert request["ReleaseLabel"] == "emr-7.10.0"
+    assert request["LogUri"] == f"s3://{BUCKET}/results/_emr_logs/"
+    assert request["AutoTerminationPolicy"] == {"IdleTimeout": 3600}
+    assert request["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
+    assert request["BootstrapActions"][0]["ScriptBootstrapAction"]["Path"] == f"{code_uri}/bootstrap.sh"
+    assert {"Key": "fruitflow-run", "Value": plan["run"]["key"]} in request["Tags"]
+
+    (added,) = calls_named(aws_calls, "AddJobFlowSteps")
+    assert [step["Name"] for step in added["Steps"]] == ["featurize", "pca", "export_csv"]
+    assert {step["ActionOnFailure"] for step in added["Steps"]} == {"CANCEL_AND_WAIT"}
+    featurize_args = added["Steps"][0]["HadoopJarStep"]["Args"]
+    assert argument(featurize_args, "--images") == f"s3://{BUCKET}/images"
+    assert argument(featurize_args, "--output") == f"{run_uri}/features"
+    assert argument(featurize_args, "--weights") == "random"
+    assert argument(added["Steps"][1]["HadoopJarStep"]["Args"], "--variance") == "0.95"
+    assert argument(added["Steps"][2]["HadoopJarStep"]["Args"], "--output") == f"{run_uri}/pca_features.csv"
+
+    (cluster,) = clusters()
+    assert cluster["Status"]["State"] == "TERMINATED"
+    assert cluster["ReleaseLabel"] == "emr-7.10.0"
+
+    report = read_json(f"results/{plan['run']['key']}/report.json")
+    assert report["status"] == "succeeded"
+    assert report["cluster_id"] == cluster["Id"]
+    assert report["counts"] == {"images": 20, "featurised": 19, "errors": 1, "error_share": 0.05, "csv_rows": 19}
+    assert report["pca"]["k"] == 3
+
+
+def test_a_failed_step_fails_the_run_cancels_the_rest_and_still_terminates(emr_dag, monkeypatch, capfd):
+    FakeEmr(monkeypatch, fail_step="featurize")
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == "failed"
+    states = task_states(run)
+    assert states["watch_featurize"] == "failed"
+    assert states["watch_pca"] == states["watch_export_csv"] == states["check_outputs"] == "upstream_failed"
+    assert states["terminate_cluster"] == "success"
+    (cluster,) = clusters()
+    assert cluster["Status"]["State"] == "TERMINATED"
+    steps = {s["Name"]: s["Status"]["State"] for s in boto3.client("emr").list_steps(ClusterId=cluster["Id"])["Steps"]}
+    assert steps == {"featurize": "FAILED", "pca": "CANCELLED", "export_csv": "CANCELLED"}
+
+    log = capfd.readouterr().out
+    assert "step featurize" in log and "ended FAILED" in log
+    assert "images folder does not exist" in log
+    assert f"s3://{BUCKET}/results/_emr_logs/{cluster['Id']}/steps/" in log
+
+
+def test_outputs_that_do_not_add_up_fail_the_check_and_still_terminate(emr_dag, monkeypatch):
+    FakeEmr(monkeypatch, csv_rows_short_by=2)
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == "failed"
+    states = task_states(run)
+    assert states["check_outputs"] == "failed" and states["terminate_cluster"] == "success"
+    assert clusters()[0]["Status"]["State"] == "TERMINATED"
+    key = run.get_task_instance("validate_params").xcom_pull(task_ids="validate_params")["run"]["key"]
+    report = read_json(f"results/{key}/report.json")
+    assert report["status"] == "failed"
+    assert report["problems"] == ["the CSV has 17 rows but 19 images were featurised"]
+
+
+@pytest.mark.parametrize(
+    ("conf", "field"),
+    [
+        ({"variance": 1.5}, "variance"),
+        ({"images_uri": "/home/me/fruits"}, "images_uri"),
+        ({"results_uri": "https://example.com/out"}, "results_uri"),
+        ({"core_instance_count": -1}, "core_instance_count"),
+        ({"task_market": "CHEAP"}, "task_market"),
+        ({"weights": "mobilenet.bin"}, "weights"),
+    ],
+)
+def test_a_bad_param_is_refused_before_any_cluster_exists(emr_dag, aws_calls, conf, field):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match=f"Invalid input for param {field}"):
+        emr_dag.test(run_conf=CONF | conf)
+    assert not calls_named(aws_calls, "RunJobFlow")
+    assert clusters() == []
+
+
+def test_params_that_pass_the_form_but_not_the_world_fail_validation(emr_dag, aws_calls):
+    run = emr_dag.test(run_conf=CONF | {"images_uri": f"s3://{BUCKET}/no-such-folder"})
+    assert run.state == "failed"
+    states = task_states(run)
+    assert states["validate_params"] == "failed"
+    assert states["create_cluster"] == "upstream_failed"
+    assert not calls_named(aws_calls, "RunJobFlow")
+    assert clusters() == []

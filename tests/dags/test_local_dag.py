@@ -1,0 +1,83 @@
+"""The local target end to end: real Airflow, real spark-submit, real TensorFlow (random weights)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_make_demo_runs_the_dag_and_reports_where_the_results_are(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "FRUITFLOW", "PYSPARK"))}
+    env |= {"AIRFLOW_HOME": str(tmp_path / "airflow"), "DATA_DIR": str(tmp_path / "data"), "COUNT": "12", "WEIGHTS": "random"}
+    demo = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py")], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+
+    run_folder = tmp_path / "data" / "results" / datetime.now(timezone.utc).strftime("%Y%m%dT000000Z")
+    assert "images:  12 read, 12 featurised" in demo.stdout
+    assert f"CSV:     {run_folder / 'pca_features.csv'}" in demo.stdout
+    assert f"plot:    {run_folder / 'explained_variance.png'}" in demo.stdout
+    for task in ("validate_params", "upload_code", "featurize", "pca", "export_csv", "check_outputs"):
+        assert f"  {task}\n" in demo.stdout
+
+    csv = pd.read_csv(run_folder / "pca_features.csv")
+    report = json.loads((run_folder / "report.json").read_text())
+    assert len(csv) == 12 == report["counts"]["csv_rows"]
+    assert list(csv.columns[:3]) == ["path", "label", "pc_1"] and len(csv.columns) == report["pca"]["k"] + 2
+    assert csv["label"].nunique() == 10
+    assert (run_folder / "explained_variance.png").read_bytes().startswith(b"\x89PNG")
+    assert report["status"] == "succeeded" and report["target"] == "local"
+
+
+@pytest.fixture
+def broken_and_good_images(tmp_path, fruit_images) -> Path:
+    folder = tmp_path / "images"
+    for source in sorted((fruit_images / "Training").glob("*/0_100.jpg")):
+        (folder / source.parent.name).mkdir(parents=True)
+        (folder / source.parent.name / "0.jpg").write_bytes(source.read_bytes())
+    (folder / "Kiwi" / "empty.jpg").write_bytes(b"")
+    (folder / "Kiwi" / "half.jpg").write_bytes((folder / "Kiwi" / "0.jpg").read_bytes()[:400])
+    return folder
+
+
+def test_too_many_broken_images_fail_the_run_with_a_report_and_replace_only_its_folder(
+    load_dag, airflow_db, broken_and_good_images, tmp_path
+):
+    results = tmp_path / "results"
+    logical_date = datetime(2026, 11, 20, 2, tzinfo=timezone.utc)
+    this_run, other_run = results / "20261120T020000Z", results / "20261119T020000Z"
+    for folder in (this_run, other_run):
+        folder.mkdir(parents=True)
+        (folder / "left-from-before.txt").write_text("stale")
+
+    dag = load_dag("local")
+    conf = {"images_uri": str(broken_and_good_images), "results_uri": f"file://{results}", "weights": "random",
+            "max_error_share": 0.1}  # fmt: skip
+    run = dag.test(logical_date=logical_date, run_conf=conf)
+
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "failed"
+    assert states == {"validate_params": "success", "upload_code": "success", "featurize": "success",
+                      "pca": "success", "export_csv": "success", "check_outputs": "failed"}  # fmt: skip
+    report = json.loads((this_run / "report.json").read_text())
+    assert report["status"] == "failed"
+    assert report["counts"] == {"images": 12, "featurised": 10, "errors": 2, "error_share": 0.166667, "csv_rows": 10}
+    assert report["problems"] == [
+        f"2 of 12 images could not be featurised (16.7% > the tolerated 10.0%); see {this_run / 'errors'}"
+    ]
+    errors = pd.read_parquet(this_run / "errors").sort_values("path")
+    assert [Path(p).name for p in errors["path"]] == ["empty.jpg", "half.jpg"]
+    assert len(pd.read_csv(this_run / "pca_features.csv")) == 10
+
+    assert not (this_run / "left-from-before.txt").exists()
+    assert (other_run / "left-from-before.txt").read_text() == "stale"
