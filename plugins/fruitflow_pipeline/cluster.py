@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from fruitflow_pipeline.run import PipelineRun, join_uri
 from fruitflow_pipeline.settings import EmrSettings
 
-TAGS = {"project": "fruitflow", "managed-by": "airflow"}
+# The last tag lets EMR's v2 managed service policy (AmazonEMRServicePolicy_v2) act on the
+# cluster's instances; the tags are propagated to every EC2 instance of the cluster.
+TAGS = {"project": "fruitflow", "managed-by": "airflow", "for-use-with-amazon-emr-managed-policies": "true"}
 
 
 @dataclass(frozen=True)

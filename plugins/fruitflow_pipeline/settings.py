@@ -40,6 +40,9 @@ class EmrSettings:
 class LocalSettings:
     spark_master: str = "local[*]"
     driver_memory: str = "4g"
+    # Each step is a short-lived JVM whose heavy lifting happens in Python: the quick C1
+    # compiler alone starts Spark about a second sooner per step than full tiered JIT.
+    driver_java_options: str = "-XX:TieredStopAtLevel=1"
     python: str = sys.executable
     spark_submit: str = ""  # empty: the spark-submit shipped inside the pyspark package
 
@@ -115,6 +118,7 @@ class Settings:
             local=LocalSettings(
                 spark_master=text("SPARK_MASTER", local.spark_master),
                 driver_memory=text("SPARK_DRIVER_MEMORY", local.driver_memory),
+                driver_java_options=env.get("FRUITFLOW_SPARK_DRIVER_JAVA_OPTIONS", local.driver_java_options).strip(),
                 python=text("SPARK_PYTHON", local.python),
                 spark_submit=text("SPARK_SUBMIT"),
             ),

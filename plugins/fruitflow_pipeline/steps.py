@@ -90,6 +90,7 @@ def local_command(step: SparkStep, run: PipelineRun, local: LocalSettings) -> tu
         spark_submit,
         "--master", local.spark_master,
         "--driver-memory", local.driver_memory,
+        *(["--driver-java-options", local.driver_java_options] if local.driver_java_options else []),
         "--conf", "spark.ui.showConsoleProgress=false",
         "--conf", "spark.log.level=WARN",  # Spark's INFO lines would bury the job's own log in the task log
         *step.submit_arguments(run),

@@ -142,9 +142,9 @@ def featurize(spark, args: argparse.Namespace) -> dict:
     try:
         featurised = results.filter(F.col("error").isNull())
         with_label(featurised).select("path", "label", "features").write.mode("overwrite").parquet(args.output)
-        featurised_count = featurised.count()
+        counts = results.agg(F.count("features").alias("featurised"), F.count("error").alias("errors")).first()
+        featurised_count, decode_error_count = counts.featurised, counts.errors
         decode_errors = results.filter(F.col("error").isNotNull()).select("path", "error")
-        decode_error_count = decode_errors.count()
 
         # The file scan skips 0-byte and unreadable files without a trace: find them by name.
         missing = []

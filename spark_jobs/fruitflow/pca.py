@@ -187,7 +187,7 @@ def run_pca(spark, args: argparse.Namespace) -> dict:
     try:
         partials = (
             features.select("features")
-            .coalesce(min(features.rdd.getNumPartitions(), MAX_PARTIALS))
+            .coalesce(MAX_PARTIALS)
             .mapInPandas(_partition_moments, PARTIALS_SCHEMA)
             .collect()
         )

@@ -219,3 +219,32 @@ def test_params_that_pass_the_form_but_not_the_world_fail_validation(emr_dag, aw
     assert states["create_cluster"] == "upstream_failed"
     assert not calls_named(aws_calls, "RunJobFlow")
     assert clusters() == []
+
+
+def test_a_deferred_watcher_reports_the_failure_like_a_poking_one(aws):
+    """With a triggerer, the sensor waits in a trigger and resumes in execute_complete."""
+    from airflow.sdk.exceptions import AirflowException
+    from moto.emr import models
+
+    from fruitflow_pipeline.operators import EmrStepWatcher
+
+    emr = boto3.client("emr")
+    cluster_id = emr.run_job_flow(
+        Name="c", ReleaseLabel="emr-7.10.0", LogUri=f"s3://{BUCKET}/logs/",
+        Instances={"InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True, "MasterInstanceType": "m5.xlarge"},
+        JobFlowRole="EMR_EC2_DefaultRole", ServiceRole="EMR_DefaultRole",
+    )["JobFlowId"]  # fmt: skip
+    step_id = emr.add_job_flow_steps(
+        JobFlowId=cluster_id, Steps=[{"Name": "pca", "HadoopJarStep": {"Jar": "command-runner.jar", "Args": ["x"]}}]
+    )["StepIds"][0]
+    backend = next(iter(models.emr_backends.values()))["eu-west-1"]
+    step = next(s for s in backend.clusters[cluster_id].steps if s.id == step_id)
+    step.state = "CANCELLED"
+
+    watcher = EmrStepWatcher(task_id="watch_pca", job_flow_id=cluster_id, step_id=step_id, deferrable=True)
+    with pytest.raises(AirflowException) as failure:
+        watcher.execute_complete(context={}, event={"status": "failure", "message": "Step failed"})
+    message = str(failure.value)
+    assert f"step pca ({step_id}) ended CANCELLED" in message
+    assert "an earlier step failed" in message
+    assert f"s3://{BUCKET}/logs/{cluster_id}/steps/{step_id}/" in message
