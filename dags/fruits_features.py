@@ -42,6 +42,7 @@ from airflow.providers.amazon.aws.operators.emr import (
     EmrTerminateJobFlowOperator,
 )
 from airflow.sdk import DAG, chain, task
+from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowFailException
 
 from fruitflow_pipeline.cluster import job_flow_spec
@@ -55,6 +56,9 @@ from fruitflow_pipeline.steps import PIPELINE, emr_step
 from fruitflow_pipeline.storage import storage_for
 
 SETTINGS = Settings.from_env()
+# The provider's operators bind this default when their module is first imported; reading it
+# at parse time makes every wait of this DAG follow the deployment's setting.
+DEFER_WAITS = conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
 def storage():
@@ -128,6 +132,7 @@ with DAG(
             steps=plan["emr_steps"],
             aws_conn_id=SETTINGS.aws_conn_id,
             retries=0,  # a retried add would queue the steps twice
+            deferrable=False,  # deferred, it would wait for all the steps; the watchers wait for each
         )
         watch_steps = [
             EmrStepWatcher(
@@ -139,6 +144,7 @@ with DAG(
                 timeout=step_timeout(step.name).total_seconds(),
                 max_attempts=int(step_timeout(step.name).total_seconds() // SETTINGS.poke_interval_seconds) + 1,
                 retries=0,  # a failed step stays failed: asking again only delays the teardown
+                deferrable=DEFER_WAITS,
             )
             for index, step in enumerate(PIPELINE)
         ]
@@ -146,6 +152,7 @@ with DAG(
             task_id="terminate_cluster",
             job_flow_id=create_cluster.output,
             aws_conn_id=SETTINGS.aws_conn_id,
+            deferrable=DEFER_WAITS,
         ).as_teardown(setups=create_cluster)
         chain(code, create_cluster, add_steps, *watch_steps, check_outputs(plan, create_cluster.output), terminate_cluster)
     else:

@@ -116,6 +116,16 @@ def read_images(spark, folder: str, partitions: int):
     )
 
 
+def files_the_scan_skipped(spark, listed: list[str], results) -> list[str]:
+    """The listed files that never reached the network.
+
+    Spark's file scan drops 0-byte files, and unreadable ones under ignoreCorruptFiles,
+    without a trace: only their names, compared with the rows processed, reveal them.
+    """
+    listed_paths = spark.createDataFrame([(path,) for path in listed], "path string")
+    return [row.path for row in listed_paths.join(results.select("path"), "path", "left_anti").collect()]
+
+
 def featurize(spark, args: argparse.Namespace) -> dict:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -146,11 +156,8 @@ def featurize(spark, args: argparse.Namespace) -> dict:
         featurised_count, decode_error_count = counts.featurised, counts.errors
         decode_errors = results.filter(F.col("error").isNotNull()).select("path", "error")
 
-        # The file scan skips 0-byte and unreadable files without a trace: find them by name.
-        missing = []
-        if featurised_count + decode_error_count != len(listed):
-            listed_paths = spark.createDataFrame([(path,) for path in listed], "path string")
-            missing = [row.path for row in listed_paths.join(results.select("path"), "path", "left_anti").collect()]
+        all_processed = featurised_count + decode_error_count == len(listed)
+        missing = [] if all_processed else files_the_scan_skipped(spark, listed, results)
         missing_errors = spark.createDataFrame(
             [(path, missing_file_error(hadoop_fs.file_length(spark, path))) for path in missing],
             "path string, error string",

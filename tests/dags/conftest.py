@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
+REGION = "eu-west-1"
 
 
 @pytest.fixture(scope="session")
@@ -39,17 +40,44 @@ def load_dag(monkeypatch) -> Callable:
     return load
 
 
+def use_test_account(monkeypatch, **connection_extra) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    extra = {"region_name": REGION, **connection_extra}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({"conn_type": "aws", "extra": extra}))
+
+
 @pytest.fixture
 def aws(monkeypatch):
     """An empty AWS account (moto, in this process) behind the aws_default connection."""
     from moto import mock_aws
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({"conn_type": "aws", "extra": {"region_name": "eu-west-1"}}))
+    use_test_account(monkeypatch)
     with mock_aws():
         yield
+
+
+@pytest.fixture
+def aws_server(monkeypatch):
+    """An empty AWS account served by moto over HTTP, behind the aws_default connection.
+
+    A deferred sensor's trigger talks to AWS through aiobotocore, which moto cannot patch in
+    process: it needs a real endpoint. The server runs in a thread of this process, so tests
+    can still reach moto's models.
+    """
+    import requests
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    use_test_account(monkeypatch, endpoint_url=endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)  # for the boto3 clients the tests make themselves
+    yield endpoint
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10)
+    server.stop()
 
 
 @pytest.fixture

@@ -8,9 +8,12 @@ would have written. This is a moto run, not an AWS run.
 from __future__ import annotations
 
 import json
+import os
 
 import boto3
 import pytest
+
+from fruitflow_pipeline.steps import PIPELINE
 
 BUCKET = "fruits"
 CONF = {"images_uri": f"s3://{BUCKET}/images", "results_uri": f"s3://{BUCKET}/results", "weights": "random"}
@@ -21,20 +24,27 @@ def argument(args: list[str], flag: str) -> str:
 
 
 class FakeEmr:
-    """Settles steps as they are added: all complete, or ``fail_step`` fails and the later ones
-    are cancelled (what ActionOnFailure=CANCEL_AND_WAIT does on EMR)."""
+    """Settles steps in order: all complete, or ``fail_step`` fails and the later ones are
+    cancelled (what ActionOnFailure=CANCEL_AND_WAIT does on EMR).
 
-    def __init__(self, monkeypatch, fail_step: str | None = None, csv_rows_short_by: int = 0):
+    By default the steps settle as soon as they are added. With ``settle_on_add=False`` they
+    stay PENDING until ``settle_next()`` is called, one step at a time.
+    """
+
+    def __init__(self, monkeypatch, fail_step: str | None = None, csv_rows_short_by: int = 0, settle_on_add=True):
         from moto.emr import models
 
         self.fail_step = fail_step
         self.csv_rows_short_by = csv_rows_short_by
         self.s3 = boto3.client("s3")
+        self.unsettled = []
         original = models.Cluster.add_steps
 
         def add_steps(cluster, steps):
             added = original(cluster, steps)
-            self.settle(added)
+            self.unsettled += added
+            while settle_on_add and self.unsettled:
+                self.settle_next()
             return added
 
         monkeypatch.setattr(models.Cluster, "add_steps", add_steps)
@@ -43,26 +53,25 @@ class FakeEmr:
         bucket, key = uri.removeprefix("s3://").split("/", 1)
         self.s3.put_object(Bucket=bucket, Key=key, Body=body.encode())
 
-    def settle(self, steps) -> None:
-        failed = False
-        for step in steps:
-            if failed:
-                step.state = "CANCELLED"
-            elif step.name == self.fail_step:
-                failed = True
-                step.state = "FAILED"
-                step.Status = {
-                    "State": "FAILED",
-                    "StateChangeReason": {},
-                    "FailureDetails": {
-                        "Reason": "Unknown error.",
-                        "Message": "Exception in thread main: featurize: error: images folder does not exist",
-                        "LogFile": f"s3://{BUCKET}/results/_emr_logs/steps/stderr.gz",
-                    },
-                }
-            else:
-                self.write_outputs(step.name, step.args)
-                step.state = "COMPLETED"
+    def settle_next(self) -> None:
+        step = self.unsettled.pop(0)
+        if step.name != self.fail_step:
+            self.write_outputs(step.name, step.args)
+            step.state = "COMPLETED"
+            return
+        step.state = "FAILED"
+        step.Status = {
+            "State": "FAILED",
+            "StateChangeReason": {},
+            "FailureDetails": {
+                "Reason": "Unknown error.",
+                "Message": f"Exception in thread main: {step.name}: error: images folder does not exist",
+                "LogFile": f"s3://{BUCKET}/results/_emr_logs/steps/stderr.gz",
+            },
+        }
+        for later in self.unsettled:
+            later.state = "CANCELLED"
+        self.unsettled.clear()
 
     def write_outputs(self, name: str, args: list[str]) -> None:
         metrics = {"seconds": 12.5}
@@ -81,13 +90,24 @@ class FakeEmr:
         self.put(argument(args, "--metrics"), json.dumps(metrics))
 
 
-@pytest.fixture
-def emr_dag(load_dag, aws, airflow_db):
+def emr_dag_with_images(load_dag):
     s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": os.environ["AWS_DEFAULT_REGION"]})
     for index in range(3):
         s3.put_object(Bucket=BUCKET, Key=f"images/Kiwi/{index}.jpg", Body=b"\xff\xd8 not decoded here")
     return load_dag("emr", poke_interval_seconds="0.1")
+
+
+@pytest.fixture
+def emr_dag(load_dag, aws, airflow_db):
+    return emr_dag_with_images(load_dag)
+
+
+@pytest.fixture
+def deferrable_emr_dag(load_dag, aws_server, airflow_db, monkeypatch):
+    """The DAG as a deployment with a triggerer runs it: the step sensors defer."""
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "true")
+    return emr_dag_with_images(load_dag)
 
 
 def task_states(run) -> dict[str, str]:
@@ -221,30 +241,52 @@ def test_params_that_pass_the_form_but_not_the_world_fail_validation(emr_dag, aw
     assert clusters() == []
 
 
-def test_a_deferred_watcher_reports_the_failure_like_a_poking_one(aws):
-    """With a triggerer, the sensor waits in a trigger and resumes in execute_complete."""
-    from airflow.sdk.exceptions import AirflowException
-    from moto.emr import models
+def record_triggers(monkeypatch, fake_emr: FakeEmr) -> list:
+    """The triggers dag.test() runs in line, as a triggerer would, in order; each step
+    sensor's trigger starts while its step is still pending and sees the step settle."""
+    from airflow.providers.amazon.aws.triggers.emr import EmrStepSensorTrigger
+    from airflow.sdk.definitions import dag as dag_module
 
-    from fruitflow_pipeline.operators import EmrStepWatcher
+    triggers = []
+    run_inline = dag_module._run_inline_trigger
 
-    emr = boto3.client("emr")
-    cluster_id = emr.run_job_flow(
-        Name="c", ReleaseLabel="emr-7.10.0", LogUri=f"s3://{BUCKET}/logs/",
-        Instances={"InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True, "MasterInstanceType": "m5.xlarge"},
-        JobFlowRole="EMR_EC2_DefaultRole", ServiceRole="EMR_DefaultRole",
-    )["JobFlowId"]  # fmt: skip
-    step_id = emr.add_job_flow_steps(
-        JobFlowId=cluster_id, Steps=[{"Name": "pca", "HadoopJarStep": {"Jar": "command-runner.jar", "Args": ["x"]}}]
-    )["StepIds"][0]
-    backend = next(iter(models.emr_backends.values()))["eu-west-1"]
-    step = next(s for s in backend.clusters[cluster_id].steps if s.id == step_id)
-    step.state = "CANCELLED"
+    def record(trigger, ti):
+        triggers.append(trigger)
+        if isinstance(trigger, EmrStepSensorTrigger):
+            fake_emr.settle_next()
+        return run_inline(trigger, ti)
 
-    watcher = EmrStepWatcher(task_id="watch_pca", job_flow_id=cluster_id, step_id=step_id, deferrable=True)
-    with pytest.raises(AirflowException) as failure:
-        watcher.execute_complete(context={}, event={"status": "failure", "message": "Step failed"})
-    message = str(failure.value)
-    assert f"step pca ({step_id}) ended CANCELLED" in message
-    assert "an earlier step failed" in message
-    assert f"s3://{BUCKET}/logs/{cluster_id}/steps/{step_id}/" in message
+    monkeypatch.setattr(dag_module, "_run_inline_trigger", record)
+    return triggers
+
+
+@pytest.mark.parametrize("fail_step", [None, "pca"])
+def test_deferred_watchers_wait_in_the_triggerer_and_end_the_run_like_poking_ones(
+    deferrable_emr_dag, monkeypatch, capfd, fail_step
+):
+    """With a triggerer the sensors defer; their triggers poll moto over HTTP with aiobotocore."""
+    from airflow.providers.amazon.aws.triggers.emr import EmrStepSensorTrigger
+
+    assert all(deferrable_emr_dag.get_task(f"watch_{step.name}").deferrable for step in PIPELINE)
+    assert not deferrable_emr_dag.get_task("add_steps").deferrable  # or it would wait for every step
+    triggers = record_triggers(monkeypatch, FakeEmr(monkeypatch, fail_step=fail_step, settle_on_add=False))
+
+    run = deferrable_emr_dag.test(run_conf=CONF)
+
+    states = task_states(run)
+    (cluster,) = clusters()
+    assert cluster["Status"]["State"] == "TERMINATED"
+    assert states["terminate_cluster"] == "success"
+    step_triggers = [trigger.serialized_fields["step_id"] for trigger in triggers if isinstance(trigger, EmrStepSensorTrigger)]
+    step_ids = {s["Name"]: s["Id"] for s in boto3.client("emr").list_steps(ClusterId=cluster["Id"])["Steps"]}
+    if fail_step is None:
+        assert run.state == "success", states
+        assert step_triggers == [step_ids[step.name] for step in PIPELINE]
+    else:
+        assert run.state == "failed"
+        assert states["watch_featurize"] == "success" and states["watch_pca"] == "failed"
+        assert states["watch_export_csv"] == states["check_outputs"] == "upstream_failed"
+        assert step_triggers == [step_ids["featurize"], step_ids["pca"]]
+        log = capfd.readouterr().out
+        assert "step pca" in log and "ended FAILED" in log
+        assert f"s3://{BUCKET}/results/_emr_logs/{cluster['Id']}/steps/" in log
