@@ -57,29 +57,31 @@ def dag_params(settings: Settings) -> dict[str, Param]:
         params |= {
             "release_label": Param(
                 settings.emr.release_label, type="string", pattern=r"^emr-7\.\d+\.\d+$", section="Cluster",
+                title="EMR release",
                 description="EMR 7.x release (Spark 3.5); the jobs are tested against pyspark 3.5.",
             ),
             "primary_instance_type": Param(
-                "m5.xlarge", type="string", pattern=INSTANCE_TYPE_PATTERN, section="Cluster",
+                "m5.xlarge", type="string", pattern=INSTANCE_TYPE_PATTERN, section="Cluster", title="Primary node type",
                 description="EC2 type of the primary node (runs the Spark driver).",
             ),
             "core_instance_type": Param(
-                "m5.2xlarge", type="string", pattern=INSTANCE_TYPE_PATTERN, section="Cluster",
+                "m5.2xlarge", type="string", pattern=INSTANCE_TYPE_PATTERN, section="Cluster", title="Core node type",
                 description="EC2 type of the core nodes (run executors, hold HDFS).",
             ),
             "core_instance_count": Param(
-                2, type="integer", minimum=1, maximum=50, section="Cluster", description="Number of core nodes.",
+                2, type="integer", minimum=1, maximum=50, section="Cluster", title="Core nodes",
+                description="Number of core nodes.",
             ),
             "task_instance_type": Param(
-                "m5.2xlarge", type="string", pattern=INSTANCE_TYPE_PATTERN, section="Cluster",
+                "m5.2xlarge", type="string", pattern=INSTANCE_TYPE_PATTERN, section="Cluster", title="Task node type",
                 description="EC2 type of the optional task nodes (executors only).",
             ),
             "task_instance_count": Param(
-                0, type="integer", minimum=0, maximum=100, section="Cluster",
+                0, type="integer", minimum=0, maximum=100, section="Cluster", title="Task nodes",
                 description="Number of task nodes; 0 for none.",
             ),
             "task_market": Param(
-                "SPOT", type="string", enum=["SPOT", "ON_DEMAND"], section="Cluster",
+                "SPOT", type="string", enum=["SPOT", "ON_DEMAND"], section="Cluster", title="Task node market",
                 description="Buy task nodes on the spot market (cheaper, may be reclaimed) or on demand.",
             ),
         }  # fmt: skip

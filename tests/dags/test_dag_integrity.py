@@ -58,7 +58,7 @@ def test_local_graph_runs_the_same_steps_without_a_cluster(load_dag):
 
 
 @pytest.mark.parametrize("target", ["emr", "local"])
-def test_every_param_has_a_default_a_description_and_a_schema(load_dag, target):
+def test_every_param_has_a_default_a_title_a_description_and_a_schema(load_dag, target):
     params = load_dag(target).params
     expected = {"images_uri", "results_uri", "variance", "weights", "batch_size", "max_error_share"}
     if target == "emr":
@@ -68,6 +68,7 @@ def test_every_param_has_a_default_a_description_and_a_schema(load_dag, target):
     for name in params:
         param = params.get_param(name)
         assert param.value is not None, name
+        assert param.schema.get("title"), name  # the form's label; without it the UI shows the raw name
         assert param.description, name
         assert param.schema.get("type"), name
     params.validate()  # the defaults themselves are valid, or scheduled runs could not start
