@@ -12,7 +12,7 @@ IMAGES ?=
 COUNT ?= 200
 WEIGHTS ?= imagenet
 
-.PHONY: demo test bench lock clean check-java
+.PHONY: demo test lint format bench lock clean check-java
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -34,8 +34,17 @@ check-java:
 demo: $(VENV)/.runtime-installed check-java
 	@IMAGES="$(IMAGES)" COUNT="$(COUNT)" WEIGHTS="$(WEIGHTS)" $(BIN)/python scripts/demo.py
 
-test: $(VENV)/.test-installed check-java
+test: lint $(VENV)/.test-installed check-java
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Lint and formatting, with Airflow's AIR rules (pyproject.toml); `make format` fixes what it can.
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.test-installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 bench: $(VENV)/.test-installed check-java
 	$(BIN)/python bench/benchmark.py $(BENCH_ARGS)

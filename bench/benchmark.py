@@ -27,12 +27,13 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "spark_jobs"), str(ROOT / "plugins")]
 
+from fruitflow.contract import ExportCsvMetrics  # noqa: E402
 from fruitflow.sample_images import generate_images  # noqa: E402
 from fruitflow_pipeline.code_bundle import build_bundle, code_version  # noqa: E402
 from fruitflow_pipeline.run import PipelineRun  # noqa: E402
@@ -166,21 +167,22 @@ def measure_raw(folder: Path, log: Path) -> RawResult:
     )
 
 
-def build_code_dir(workdir: Path) -> Path:
-    """The job code as the DAG uploads it: scripts and fruitflow.zip, flat in one folder."""
-    code_dir = workdir / "code"
+def upload_code(results: Path) -> str:
+    """The job code where the DAG uploads it (scripts and fruitflow.zip, flat); returns its version."""
+    version = code_version(JOBS_DIR)
+    code_dir = results / "_code" / version
     shutil.rmtree(code_dir, ignore_errors=True)
     code_dir.mkdir(parents=True)
-    build_bundle(JOBS_DIR, code_dir, code_version(JOBS_DIR))
-    return code_dir
+    build_bundle(JOBS_DIR, code_dir, version)
+    return version
 
 
-def pipeline_run(images: Path, results: Path, code_dir: Path, count: int) -> PipelineRun:
+def pipeline_run(images: Path, results: Path, version: str, count: int) -> PipelineRun:
     return PipelineRun(
         key=f"images-{count}",
         images_uri=str(images),
         results_uri=str(results),
-        code_uri=str(code_dir),
+        code_version=version,
         variance=VARIANCE,
         weights="random",
         batch_size=BATCH_SIZE,
@@ -192,9 +194,9 @@ def run_step(step: SparkStep, run: PipelineRun, logs: Path) -> JobTiming:
     """One step through spark-submit, with the command and environment the local DAG uses."""
     command, environment = local_command(step, run, LocalSettings())
     wall = run_logged(command, logs / f"{run.key}-{step.name}.log", env={**os.environ, **environment})
-    metrics = json.loads(Path(run.metrics_uri(step.name)).read_text())
-    images = metrics["images"] if "images" in metrics else metrics["rows"]  # export_csv counts rows
-    return JobTiming(images=images, wall_seconds=wall, job_seconds=metrics["seconds"])
+    metrics = step.metrics.from_json(Path(run.metrics_uri(step.name)).read_text())
+    images = metrics.rows if isinstance(metrics, ExportCsvMetrics) else metrics.images
+    return JobTiming(images=images, wall_seconds=wall, job_seconds=metrics.seconds)
 
 
 def run_steps(steps: Sequence[SparkStep], run: PipelineRun, logs: Path) -> dict[str, JobTiming]:
@@ -275,8 +277,11 @@ class Report:
 def raw_section(raw: RawResult) -> list[str]:
     rows = [
         ["`model.predict` (batch 64)", number(raw.predict_seconds, 2), number(raw.predict_rate)],
-        ["compiled `tf.function` (input_signature [None,224,224,3], batch 64)", number(raw.compiled_seconds, 2),
-         number(raw.compiled_rate)],
+        [
+            "compiled `tf.function` (input_signature [None,224,224,3], batch 64)",
+            number(raw.compiled_seconds, 2),
+            number(raw.compiled_rate),
+        ],
         ["**best**", "", f"**{number(raw.best_rate)}**"],
     ]
     return [
@@ -341,14 +346,27 @@ def reference_section(report: Report) -> list[str]:
     ours = three_job_wall(report.pipelines[count])
     ours_job = sum(timing.job_seconds for timing in report.pipelines[count].values())
     header = ["pipeline", "wall s", "job s", "images/s (wall)"]
-    rows = [["fruitflow: featurize + pca + export_csv (3 spark-submits)", number(ours), number(ours_job),
-             number(count / ours)]]
+    rows = [
+        [
+            "fruitflow: featurize + pca + export_csv (3 spark-submits)",
+            number(ours),
+            number(ours_job),
+            number(count / ours),
+        ]
+    ]
     title = f"## Reference approach on {count:,} images (bench/reference_pipeline.py)"
     if report.reference is None:
         return [title, "", "Skipped (--skip-reference).", "", *table(header, rows)]
     reference, metrics = report.reference, report.reference_metrics
-    rows.insert(0, ["reference: course notebook approach (1 spark-submit)", number(reference.wall_seconds),
-                    number(reference.job_seconds), number(count / reference.wall_seconds)])
+    rows.insert(
+        0,
+        [
+            "reference: course notebook approach (1 spark-submit)",
+            number(reference.wall_seconds),
+            number(reference.job_seconds),
+            number(count / reference.wall_seconds),
+        ],
+    )
     return [
         title,
         "",
@@ -364,10 +382,16 @@ def targets_section(report: Report) -> list[str]:
     best = report.raw.best_rate
     share = report.marginal_rate / best if report.marginal_rate else None
     rows = [
-        [f"featurise marginal rate ≥ {MARGINAL_TARGET} × best raw Keras", times(share),
-         verdict(share, MARGINAL_TARGET)],
-        [f"three-job pipeline ≥ {SPEED_UP_TARGET:g}× faster than the reference on {report.headline:,} images",
-         times(report.speed_up), verdict(report.speed_up, SPEED_UP_TARGET)],
+        [
+            f"featurise marginal rate ≥ {MARGINAL_TARGET} × best raw Keras",
+            times(share),
+            verdict(share, MARGINAL_TARGET),
+        ],
+        [
+            f"three-job pipeline ≥ {SPEED_UP_TARGET:g}× faster than the reference on {report.headline:,} images",
+            times(report.speed_up),
+            verdict(report.speed_up, SPEED_UP_TARGET),
+        ],
     ]
     return ["## Targets", "", *table(["target", "measured", "status"], rows)]
 
@@ -378,8 +402,14 @@ def render(report: Report, started: datetime) -> str:
         f"measured in one run on the same generated images (seed {IMAGE_SEED}), random MobileNetV2 weights, "
         f"Spark `{LocalSettings().spark_master}`, driver memory {LocalSettings().driver_memory}"
     )
-    sections = [raw_section(report.raw), featurize_section(report), pca_csv_section(report), growth_section(report),
-                reference_section(report), targets_section(report)]
+    sections = [
+        raw_section(report.raw),
+        featurize_section(report),
+        pca_csv_section(report),
+        growth_section(report),
+        reference_section(report),
+        targets_section(report),
+    ]
     lines = ["# fruitflow benchmark", "", header]
     for section in sections:
         lines += ["", *section]
@@ -391,17 +421,33 @@ def render(report: Report, started: datetime) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/benchmark.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=parse_counts, default=(250, 500, 1000, 2000),
-                        help="image counts for the three-job pipeline (default 250,500,1000,2000)")
-    parser.add_argument("--marginal", type=parse_counts, default=(1000, 3000),
-                        help="two image counts for the featurise job's marginal rate (default 1000,3000)")
+    parser.add_argument(
+        "--sizes",
+        type=parse_counts,
+        default=(250, 500, 1000, 2000),
+        help="image counts for the three-job pipeline (default 250,500,1000,2000)",
+    )
+    parser.add_argument(
+        "--marginal",
+        type=parse_counts,
+        default=(1000, 3000),
+        help="two image counts for the featurise job's marginal rate (default 1000,3000)",
+    )
     parser.add_argument("--raw-images", type=int, default=1000, help="images for raw Keras (default %(default)s)")
-    parser.add_argument("--reference-images", type=int, default=1000,
-                        help="images for the reference comparison, PCA and CSV (default %(default)s)")
+    parser.add_argument(
+        "--reference-images",
+        type=int,
+        default=1000,
+        help="images for the reference comparison, PCA and CSV (default %(default)s)",
+    )
     parser.add_argument("--skip-reference", action="store_true", help="do not run the reference pipeline")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results.md", help="Markdown file to write")
-    parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench",
-                        help="generated images (kept between runs), code, results and logs (default build/bench)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=ROOT / "build" / "bench",
+        help="generated images (kept between runs), code, results and logs (default build/bench)",
+    )
     parser.add_argument("--raw-only", type=Path, metavar="FOLDER", help=argparse.SUPPRESS)
     parser.add_argument("--raw-result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -426,7 +472,7 @@ def benchmark(args: argparse.Namespace) -> Report:
 
     progress(f"generating images ({', '.join(map(str, counts))}) under {workdir / 'images'}")
     folders = {count: image_folder(workdir, count) for count in counts}
-    code_dir = build_code_dir(workdir)
+    version = upload_code(results)
 
     progress(f"raw Keras on {args.raw_images} images (subprocess)")
     raw = measure_raw(folders[args.raw_images], logs / f"raw-{args.raw_images}.log")
@@ -435,12 +481,12 @@ def benchmark(args: argparse.Namespace) -> Report:
     for count in [*full_counts, *featurize_only]:
         steps = PIPELINE if count in full_counts else (FEATURIZE,)
         progress(f"{' + '.join(step.name for step in steps)} on {count} images")
-        pipelines[count] = run_steps(steps, pipeline_run(folders[count], results, code_dir, count), logs)
+        pipelines[count] = run_steps(steps, pipeline_run(folders[count], results, version, count), logs)
 
     reference = reference_metrics = None
     if not args.skip_reference:
         progress(f"reference pipeline on {headline} images")
-        run = pipeline_run(folders[headline], results, code_dir, headline)
+        run = pipeline_run(folders[headline], results, version, headline)
         reference, reference_metrics = run_reference(run, results / f"reference-{headline}", logs)
     return Report(raw, pipelines, headline, tuple(args.marginal), reference, reference_metrics)
 
@@ -450,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.raw_only:
         args.raw_result.write_text(json.dumps(raw_keras_throughput(args.raw_only)))
         return 0
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     try:
         report = benchmark(args)
     except RuntimeError as exc:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-RANDOM_WEIGHTS_SEED = 1234  # fruitflow.model.RANDOM_WEIGHTS_SEED
+RANDOM_WEIGHTS_SEED = 1234  # fruitflow.model.RANDOM_WEIGHTS_SEED: the same random network
 PARTITIONS = 20
 VARIANCE = 0.95
 

@@ -20,7 +20,8 @@ is the second safety net). `local` runs the same steps with spark-submit on this
 
 #### When it fails (on call)
 - **validate_params**: a param is wrong; the log names the field. Trigger again with a fixed form.
-- **upload_code / create_cluster**: AWS access (the `aws_default` connection, IAM roles, bucket policy).
+- **empty_run_folder / upload_code / create_cluster**: AWS access (the `aws_default` connection,
+  IAM roles, bucket policy). `empty_run_folder` deletes what an earlier try of this run left in its folder.
 - **watch_featurize / watch_pca / watch_export_csv** (EMR) or **featurize / pca / export_csv** (local):
   the log says the step's state, EMR's reason and the S3 folder of the step's logs
   (`stderr.gz` has the Spark driver's error). A cancelled step only means an earlier one failed.
@@ -65,39 +66,51 @@ def storage():
     return storage_for(SETTINGS.target, SETTINGS.aws_conn_id)
 
 
-@task
+@task(multiple_outputs=True)
 def validate_params(params=None, logical_date=None, dag_run=None) -> dict:
     """Check the params against the world (the images exist, outputs do not overwrite inputs)
-    and plan the run: its folder, its code version and, on EMR, the cluster and its steps."""
+    and plan the run: ``run`` (its folder and code version) and, on EMR, ``cluster_request``
+    and ``emr_steps``. Each downstream task takes only the part it needs."""
     version = code_version(SETTINGS.jobs_dir)
     try:
         validated = validate_run(params, SETTINGS, storage(), run_key(logical_date or dag_run.run_after), version)
     except InvalidParams as problem:
         raise AirflowFailException(f"invalid params: {problem}") from None
-    plan = {"run": validated.run.to_xcom(), "code_version": version}
+    plan = {"run": validated.run.to_xcom()}
     if SETTINGS.target is Target.EMR:
-        plan["cluster"] = job_flow_spec(validated.run, validated.cluster, SETTINGS.emr, version)
+        plan["cluster_request"] = job_flow_spec(validated.run, validated.cluster, SETTINGS.emr)
         plan["emr_steps"] = [emr_step(step, validated.run) for step in PIPELINE]
     return plan
 
 
 @task
-def upload_code(plan: dict) -> str:
-    """Empty this run's folder (a rerun replaces it) and upload the job code under its version."""
-    run = PipelineRun.from_xcom(plan["run"])
-    storage().delete_folder(run.uri)
-    with tempfile.TemporaryDirectory(prefix="fruitflow-code-") as staging:
-        storage().upload(build_bundle(SETTINGS.jobs_dir, Path(staging), plan["code_version"]), run.code_uri)
-    return run.code_uri
+def empty_run_folder(run: dict) -> str:
+    """A rerun of this run starts from an empty run folder: delete what an earlier try left there."""
+    folder = PipelineRun.from_xcom(run).uri
+    storage().delete_folder(folder)
+    return folder
 
 
 @task
-def check_outputs(plan: dict, cluster_id: str | None = None) -> dict:
-    """CSV rows = featurised images, error share under the limit; writes report.json either way."""
+def upload_code(run: dict) -> str:
+    """Upload the job code under its version (runs of unchanged code share one upload)."""
+    pipeline_run = PipelineRun.from_xcom(run)
+    with tempfile.TemporaryDirectory(prefix="fruitflow-code-") as staging:
+        bundle = build_bundle(SETTINGS.jobs_dir, Path(staging), pipeline_run.code_version)
+        storage().upload(bundle, pipeline_run.code_uri)
+    return pipeline_run.code_uri
+
+
+@task
+def check_outputs(run: dict, cluster_id: str | None = None) -> str:
+    """CSV rows = featurised images, error share under the limit; writes report.json either way
+    and returns its URI."""
+    pipeline_run = PipelineRun.from_xcom(run)
     try:
-        return check_and_write_report(PipelineRun.from_xcom(plan["run"]), storage(), SETTINGS.target, cluster_id)
+        check_and_write_report(pipeline_run, storage(), SETTINGS.target, cluster_id)
     except OutputCheckFailed as problem:
         raise AirflowFailException(str(problem)) from None
+    return pipeline_run.report_uri
 
 
 def step_timeout(step_name: str) -> timedelta:
@@ -117,12 +130,13 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     plan = validate_params()
-    code = upload_code(plan)
+    folder_emptied = empty_run_folder(plan["run"])
+    code_uploaded = upload_code(plan["run"])
 
     if SETTINGS.target is Target.EMR:
         create_cluster = EmrCreateJobFlowOperator(
             task_id="create_cluster",
-            job_flow_overrides=plan["cluster"],
+            job_flow_overrides=plan["cluster_request"],
             aws_conn_id=SETTINGS.aws_conn_id,
             emr_conn_id=None,
         )
@@ -138,7 +152,8 @@ with DAG(
             EmrStepWatcher(
                 task_id=f"watch_{step.name}",
                 job_flow_id=create_cluster.output,
-                step_id=f"{{{{ ti.xcom_pull(task_ids='add_steps')[{index}] }}}}",
+                step_ids=add_steps.output,
+                step_index=index,
                 aws_conn_id=SETTINGS.aws_conn_id,
                 poke_interval=SETTINGS.poke_interval_seconds,
                 timeout=step_timeout(step.name).total_seconds(),
@@ -148,13 +163,16 @@ with DAG(
             )
             for index, step in enumerate(PIPELINE)
         ]
+        outputs_checked = check_outputs(plan["run"], create_cluster.output)
         terminate_cluster = EmrTerminateJobFlowOperator(
             task_id="terminate_cluster",
             job_flow_id=create_cluster.output,
             aws_conn_id=SETTINGS.aws_conn_id,
             deferrable=DEFER_WAITS,
         ).as_teardown(setups=create_cluster)
-        chain(code, create_cluster, add_steps, *watch_steps, check_outputs(plan, create_cluster.output), terminate_cluster)
+        chain(
+            folder_emptied, code_uploaded, create_cluster, add_steps, *watch_steps, outputs_checked, terminate_cluster
+        )
     else:
         run_steps = [
             LocalSparkStepOperator(
@@ -167,4 +185,5 @@ with DAG(
             )
             for step in PIPELINE
         ]
-        chain(code, *run_steps, check_outputs(plan))
+        outputs_checked = check_outputs(plan["run"])
+        chain(folder_emptied, code_uploaded, *run_steps, outputs_checked)

@@ -16,7 +16,7 @@ import os
 import re
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def main() -> int:
     airflow_home.mkdir(parents=True, exist_ok=True)
     results = data_dir / "results"
     # One demo run a day: running it again the same day replaces that run's folder only.
-    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     conf = {"images_uri": str(images), "results_uri": str(results), "weights": weights}
     log_path = airflow_home / "demo.log"
     print(f"Running fruits_features on {images} with weights={weights} (full log: {log_path})")

@@ -60,7 +60,7 @@ def _spark_configurations(emr: EmrSettings) -> list[dict]:
     ]
 
 
-def job_flow_spec(run: PipelineRun, shape: ClusterShape, emr: EmrSettings, code_version: str) -> dict:
+def job_flow_spec(run: PipelineRun, shape: ClusterShape, emr: EmrSettings) -> dict:
     """RunJobFlow request for ``run``: Spark on ``shape``, bootstrapped with the run's code version.
 
     The cluster waits for steps (they are added once it exists) and terminates itself after
@@ -73,7 +73,7 @@ def job_flow_spec(run: PipelineRun, shape: ClusterShape, emr: EmrSettings, code_
     }
     if emr.subnet_id:
         instances["Ec2SubnetId"] = emr.subnet_id
-    tags = {**TAGS, "fruitflow-run": run.key, "fruitflow-code": code_version}
+    tags = {**TAGS, "fruitflow-run": run.key, "fruitflow-code": run.code_version}
     return {
         "Name": f"fruitflow-{run.key}",
         "ReleaseLabel": shape.release_label,

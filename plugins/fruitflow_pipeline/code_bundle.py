@@ -23,7 +23,8 @@ def _sources(jobs_dir: Path) -> list[Path]:
     package = sorted(path for path in (jobs_dir / PACKAGE).rglob("*.py") if "__pycache__" not in path.parts)
     if missing or not package:
         raise FileNotFoundError(
-            f"job code not found in {jobs_dir}: missing {', '.join(missing) or PACKAGE + '/'} (check FRUITFLOW_JOBS_DIR)"
+            f"job code not found in {jobs_dir}: missing {', '.join(missing) or PACKAGE + '/'} "
+            "(check FRUITFLOW_JOBS_DIR)"
         )
     return named + package
 

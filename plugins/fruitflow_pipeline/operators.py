@@ -43,11 +43,26 @@ class LocalSparkStepOperator(BaseOperator):
 
 
 class EmrStepWatcher(EmrStepSensor):
-    """EmrStepSensor whose failure names the step, its state, EMR's reason and where its logs are in S3.
+    """EmrStepSensor for one of the steps an add-steps task added, whose failure names the step,
+    its state, EMR's reason and where its logs are in S3.
 
-    The stock message is ``EMR job failed: None`` for a cancelled step and never points at
-    the step's own log folder, which is the first thing to open at 3 a.m.
+    ``step_ids`` is the add-steps task's output (``add_steps.output``: the ids in the order the
+    steps were added), so the step comes from the operator object and the graph shows the edge.
+    The stock failure message is ``EMR job failed: None`` for a cancelled step and never points
+    at the step's own log folder, which is the first thing to open at 3 a.m.
     """
+
+    template_fields = (*EmrStepSensor.template_fields, "step_ids")
+
+    def __init__(self, *, step_ids: Any, step_index: int, **kwargs):
+        super().__init__(step_id="", **kwargs)
+        self.step_ids = step_ids
+        self.step_index = step_index
+
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        # Rendered before execute and again before execute_complete after a deferral: both need the id.
+        super().render_template_fields(context, jinja_env)
+        self.step_id = self.step_ids[self.step_index]
 
     def failure_message_from_response(self, response: dict[str, Any]) -> str:
         step = response["Step"]

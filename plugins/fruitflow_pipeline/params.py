@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from airflow.sdk import Param
 
+from fruitflow.contract import DEFAULT_BATCH_SIZE, DEFAULT_VARIANCE, WEIGHTS_IMAGENET, WEIGHTS_RANDOM
 from fruitflow_pipeline.cluster import ClusterShape
-from fruitflow_pipeline.run import PipelineRun, join_uri
+from fruitflow_pipeline.run import PipelineRun
 from fruitflow_pipeline.settings import Settings, Target
 from fruitflow_pipeline.storage import Storage, local_path
 
@@ -20,7 +21,7 @@ URI_HINTS = {
     Target.EMR: "an s3://bucket/prefix URI",
     Target.LOCAL: "an absolute local path or file:// URI",
 }
-WEIGHTS_PATTERN = r"^(imagenet|random|.+\.h5)$"
+WEIGHTS_PATTERN = rf"^({WEIGHTS_IMAGENET}|{WEIGHTS_RANDOM}|.+\.h5)$"
 INSTANCE_TYPE_PATTERN = r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"
 
 
@@ -36,16 +37,17 @@ def dag_params(settings: Settings) -> dict[str, Param]:
             description=f"Each run writes under <results>/<run key>/, replacing only that folder: {uri_hint}.",
         ),
         "variance": Param(
-            0.95, type="number", exclusiveMinimum=0, maximum=1, title="Explained variance",
+            DEFAULT_VARIANCE, type="number", exclusiveMinimum=0, maximum=1, title="Explained variance",
             description="PCA keeps the fewest components whose cumulative explained variance reaches this share.",
         ),
         "weights": Param(
-            "imagenet", type="string", pattern=WEIGHTS_PATTERN, title="MobileNetV2 weights",
-            description="'imagenet' (downloaded by the Spark driver), 'random' (seeded; tests only, "
+            WEIGHTS_IMAGENET, type="string", pattern=WEIGHTS_PATTERN, title="MobileNetV2 weights",
+            description=f"'{WEIGHTS_IMAGENET}' (downloaded by the Spark driver), "
+            f"'{WEIGHTS_RANDOM}' (seeded; tests only, "
             f"meaningless features) or {uri_hint.removeprefix('an ').removeprefix('a ')} of a Keras .h5 weights file.",
         ),
         "batch_size": Param(
-            64, type="integer", minimum=1, maximum=1024, title="Batch size",
+            DEFAULT_BATCH_SIZE, type="integer", minimum=1, maximum=1024, title="Batch size",
             description="Images per MobileNetV2 forward pass (and per Arrow batch).",
         ),
         "max_error_share": Param(
@@ -123,11 +125,15 @@ def validate_run(params: Mapping, settings: Settings, storage: Storage, key: str
             "(outputs would be read back as images, or runs would delete images)"
         )
     if not storage.has_files(images):
-        problems.append(f"images_uri: no files under {images} (is the path right? set FRUITFLOW_IMAGES_URI for nightly runs)")
-    if weights not in ("imagenet", "random"):
+        problems.append(
+            f"images_uri: no files under {images} (is the path right? set FRUITFLOW_IMAGES_URI for nightly runs)"
+        )
+    if weights not in (WEIGHTS_IMAGENET, WEIGHTS_RANDOM):
         weights = _normalise(weights, target)
         if target is Target.EMR and not weights.startswith("s3://"):
-            problems.append(f"weights: {weights} must be 'imagenet', 'random' or an s3:// URI on EMR")
+            problems.append(
+                f"weights: {weights} must be '{WEIGHTS_IMAGENET}', '{WEIGHTS_RANDOM}' or an s3:// URI on EMR"
+            )
         elif not storage.exists(weights):
             problems.append(f"weights: no file at {weights}")
     if problems:
@@ -137,7 +143,7 @@ def validate_run(params: Mapping, settings: Settings, storage: Storage, key: str
         key=key,
         images_uri=images,
         results_uri=results,
-        code_uri=join_uri(results, "_code", code_version),
+        code_version=code_version,
         variance=float(params["variance"]),
         weights=weights,
         batch_size=int(params["batch_size"]),

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+from fruitflow.contract import ExplainedVariance
 from fruitflow_pipeline.run import PipelineRun
 from fruitflow_pipeline.steps import PIPELINE
 from fruitflow_pipeline.storage import Storage
@@ -22,8 +23,8 @@ def count_csv_rows(storage: Storage, uri: str) -> tuple[list[str], int]:
 
 
 def build_report(run: PipelineRun, storage: Storage, target: str, cluster_id: str | None = None) -> dict:
-    metrics = {step.name: json.loads(storage.read_text(run.metrics_uri(step.name))) for step in PIPELINE}
-    explained = json.loads(storage.read_text(run.explained_variance_uri))
+    metrics = {step.name: step.metrics.from_json(storage.read_text(run.metrics_uri(step.name))) for step in PIPELINE}
+    explained = ExplainedVariance.from_json(storage.read_text(run.explained_variance_uri))
     if not storage.exists(run.csv_uri):
         raise OutputCheckFailed(f"the CSV {run.csv_uri} was not written")
     header, csv_rows = count_csv_rows(storage, run.csv_uri)
@@ -32,22 +33,22 @@ def build_report(run: PipelineRun, storage: Storage, target: str, cluster_id: st
         "run": run.key,
         "target": target,
         "cluster_id": cluster_id,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "inputs": {"images_uri": run.images_uri, "weights": run.weights, "code_uri": run.code_uri},
         "counts": {
-            "images": featurize["images"],
-            "featurised": featurize["featurised"],
-            "errors": featurize["errors"],
-            "error_share": round(featurize["errors"] / featurize["images"], 6) if featurize["images"] else 0.0,
+            "images": featurize.images,
+            "featurised": featurize.featurised,
+            "errors": featurize.errors,
+            "error_share": round(featurize.errors / featurize.images, 6) if featurize.images else 0.0,
             "csv_rows": csv_rows,
         },
         "pca": {
-            "k": explained["k"],
-            "variance_threshold": explained["variance_threshold"],
-            "explained_variance": explained["explained_variance"],
+            "k": explained.k,
+            "variance_threshold": explained.variance_threshold,
+            "explained_variance": explained.explained_variance,
             "csv_columns": len(header),
         },
-        "seconds": {name: step_metrics["seconds"] for name, step_metrics in metrics.items()},
+        "seconds": {name: step_metrics.seconds for name, step_metrics in metrics.items()},
         "outputs": {
             "features": run.features_uri,
             "errors": run.errors_uri,

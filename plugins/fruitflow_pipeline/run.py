@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def run_key(moment: datetime) -> str:
     """Name of a run's folder: its logical date in ISO basic form, safe in S3 keys and Hadoop paths."""
-    return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def join_uri(base: str, *parts: str) -> str:
@@ -20,7 +20,7 @@ class PipelineRun:
     key: str
     images_uri: str
     results_uri: str
-    code_uri: str
+    code_version: str
     variance: float
     weights: str
     batch_size: int
@@ -29,6 +29,11 @@ class PipelineRun:
     @property
     def uri(self) -> str:
         return join_uri(self.results_uri, self.key)
+
+    @property
+    def code_uri(self) -> str:
+        """Job code is stored by version, beside the run folders: runs of unchanged code share it."""
+        return join_uri(self.results_uri, "_code", self.code_version)
 
     @property
     def features_uri(self) -> str:

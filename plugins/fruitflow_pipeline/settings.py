@@ -14,6 +14,12 @@ from enum import StrEnum
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_JOBS_DIR = REPO_ROOT / "spark_jobs"
+
+
+def jobs_dir_from_env(env: Mapping[str, str] = os.environ) -> Path:
+    """Where the job code to ship is: FRUITFLOW_JOBS_DIR, or spark_jobs/ beside plugins/."""
+    return Path(env.get("FRUITFLOW_JOBS_DIR", "").strip() or DEFAULT_JOBS_DIR)
 
 
 class Target(StrEnum):
@@ -54,11 +60,9 @@ class Settings:
     images_uri: str = ""
     results_uri: str = ""
     aws_conn_id: str = "aws_default"
-    jobs_dir: Path = REPO_ROOT / "spark_jobs"
+    jobs_dir: Path = DEFAULT_JOBS_DIR
     poke_interval_seconds: float = 60.0
-    timeout_minutes: Mapping[str, int] = field(
-        default_factory=lambda: {"featurize": 240, "pca": 60, "export_csv": 60}
-    )
+    timeout_minutes: Mapping[str, int] = field(default_factory=lambda: {"featurize": 240, "pca": 60, "export_csv": 60})
     emr: EmrSettings = field(default_factory=EmrSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
 
@@ -68,7 +72,9 @@ class Settings:
             default = "s3://fruitflow-data/images" if self.target is Target.EMR else str(REPO_ROOT / "data" / "images")
             object.__setattr__(self, "images_uri", default)
         if not self.results_uri:
-            default = "s3://fruitflow-data/results" if self.target is Target.EMR else str(REPO_ROOT / "data" / "results")
+            default = (
+                "s3://fruitflow-data/results" if self.target is Target.EMR else str(REPO_ROOT / "data" / "results")
+            )
             object.__setattr__(self, "results_uri", default)
 
     @classmethod
@@ -100,7 +106,7 @@ class Settings:
             images_uri=text("IMAGES_URI"),
             results_uri=text("RESULTS_URI"),
             aws_conn_id=text("AWS_CONN_ID", cls.aws_conn_id),
-            jobs_dir=Path(text("JOBS_DIR", str(cls.jobs_dir))),
+            jobs_dir=jobs_dir_from_env(env),
             poke_interval_seconds=number("POKE_INTERVAL_SECONDS", cls.poke_interval_seconds, float),
             timeout_minutes={
                 step: number(f"{step.upper()}_TIMEOUT_MINUTES", minutes)

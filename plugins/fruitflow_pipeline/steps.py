@@ -6,6 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fruitflow.contract import (
+    ExportCsvArguments,
+    ExportCsvMetrics,
+    FeaturizeArguments,
+    FeaturizeMetrics,
+    JobArguments,
+    JobMetrics,
+    PcaArguments,
+    PcaMetrics,
+)
 from fruitflow_pipeline.run import PipelineRun, join_uri
 from fruitflow_pipeline.settings import LocalSettings
 
@@ -16,45 +26,53 @@ CODE_PACKAGE = "fruitflow.zip"
 class SparkStep:
     name: str
     script: str
-    arguments: Callable[[PipelineRun], list[str]]
+    arguments: Callable[[PipelineRun], JobArguments]
+    metrics: type[JobMetrics]
 
     def submit_arguments(self, run: PipelineRun) -> list[str]:
         """What follows ``spark-submit`` and its Spark options: the code and the job's own arguments."""
-        return [
-            "--py-files", join_uri(run.code_uri, CODE_PACKAGE),
-            join_uri(run.code_uri, self.script),
-            *self.arguments(run),
-            "--metrics", run.metrics_uri(self.name),
-        ]  # fmt: skip
+        return ["--py-files", join_uri(run.code_uri, CODE_PACKAGE), join_uri(run.code_uri, self.script),
+                *self.arguments(run).to_argv()]  # fmt: skip
 
 
-def _featurize_arguments(run: PipelineRun) -> list[str]:
-    return [
-        "--images", run.images_uri,
-        "--output", run.features_uri,
-        "--errors", run.errors_uri,
-        "--weights", run.weights,
-        "--batch-size", str(run.batch_size),
-    ]  # fmt: skip
+def _featurize_arguments(run: PipelineRun) -> FeaturizeArguments:
+    return FeaturizeArguments(
+        images=run.images_uri,
+        output=run.features_uri,
+        errors=run.errors_uri,
+        weights=run.weights,
+        batch_size=run.batch_size,
+        metrics=run.metrics_uri("featurize"),
+    )
 
 
-def _pca_arguments(run: PipelineRun) -> list[str]:
-    return ["--features", run.features_uri, "--output", run.pca_uri, "--variance", str(run.variance)]
+def _pca_arguments(run: PipelineRun) -> PcaArguments:
+    return PcaArguments(
+        features=run.features_uri,
+        output=run.pca_uri,
+        explained_variance=run.explained_variance_uri,
+        plot=run.plot_uri,
+        variance=run.variance,
+        metrics=run.metrics_uri("pca"),
+    )
 
 
-def _export_csv_arguments(run: PipelineRun) -> list[str]:
-    return ["--pca", run.pca_uri, "--output", run.csv_uri]
+def _export_csv_arguments(run: PipelineRun) -> ExportCsvArguments:
+    return ExportCsvArguments(pca=run.pca_uri, output=run.csv_uri, metrics=run.metrics_uri("export_csv"))
 
 
 PIPELINE = (
-    SparkStep("featurize", "featurize.py", _featurize_arguments),
-    SparkStep("pca", "pca.py", _pca_arguments),
-    SparkStep("export_csv", "export_csv.py", _export_csv_arguments),
+    SparkStep("featurize", "featurize.py", _featurize_arguments, FeaturizeMetrics),
+    SparkStep("pca", "pca.py", _pca_arguments, PcaMetrics),
+    SparkStep("export_csv", "export_csv.py", _export_csv_arguments, ExportCsvMetrics),
 )
 
 
 def step_named(name: str) -> SparkStep:
-    return next(step for step in PIPELINE if step.name == name)
+    for step in PIPELINE:
+        if step.name == name:
+            return step
+    raise KeyError(f"no pipeline step named {name!r}; the steps are {', '.join(step.name for step in PIPELINE)}")
 
 
 def emr_step(step: SparkStep, run: PipelineRun) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from fruitflow_pipeline.run import join_uri
+from fruitflow_pipeline.settings import Target
 
 
 class Storage(Protocol):
@@ -107,5 +108,5 @@ class S3Storage:
             self.hook.delete_objects(bucket, keys)
 
 
-def storage_for(target: str, aws_conn_id: str) -> Storage:
-    return S3Storage(aws_conn_id) if target == "emr" else LocalStorage()
+def storage_for(target: Target, aws_conn_id: str) -> Storage:
+    return S3Storage(aws_conn_id) if target is Target.EMR else LocalStorage()

@@ -6,20 +6,22 @@ output folder to exactly --output.
 
 from __future__ import annotations
 
-import argparse
 import uuid
 from collections.abc import Sequence
 
 from fruitflow import hadoop_fs
-from fruitflow.cli import JobError, job_parser, run_job
+from fruitflow.cli import JobError, run_job
+from fruitflow.contract import ExportCsvArguments, ExportCsvMetrics
+
+ARGUMENTS = ExportCsvArguments
 
 
 def component_columns(k: int) -> list[str]:
     return [f"pc_{index}" for index in range(1, k + 1)]
 
 
-def export_csv(spark, args: argparse.Namespace) -> dict:
-    from pyspark.sql import Observation
+def extract_pca(spark, args: ExportCsvArguments):
+    """The pca output's rows and k, the length of its first vector."""
     from pyspark.sql import functions as F
 
     if not hadoop_fs.exists(spark, args.pca):
@@ -30,12 +32,27 @@ def export_csv(spark, args: argparse.Namespace) -> dict:
     first = reduced.select(F.size("pca").alias("k")).first()
     if first is None:
         raise JobError(f"{args.pca} holds no rows")
-    columns = component_columns(first.k)
-    # Counted while writing: no second pass over the data just for the summary.
-    written = Observation("csv")
-    table = reduced.observe(
-        written, F.count("*").alias("rows"), F.min(F.size("pca")).alias("shortest"), F.max(F.size("pca")).alias("longest")
-    ).select("path", "label", *[F.col("pca")[index].alias(name) for index, name in enumerate(columns)])
+    return reduced, first.k
+
+
+def transform(reduced, k: int, written):
+    """path, label, pc_1..pc_k; ``written`` observes the row count and vector lengths as it goes,
+    so the summary costs no second pass over the data."""
+    from pyspark.sql import functions as F
+
+    observed = reduced.observe(
+        written,
+        F.count("*").alias("rows"),
+        F.min(F.size("pca")).alias("shortest"),
+        F.max(F.size("pca")).alias("longest"),
+    )
+    return observed.select(
+        "path", "label", *[F.col("pca")[index].alias(name) for index, name in enumerate(component_columns(k))]
+    )
+
+
+def load(spark, table, written, args: ExportCsvArguments) -> dict:
+    """One CSV file at --output, written by one task and sorted by path; the observed shape."""
     staging = f"{args.output.rstrip('/')}.{uuid.uuid4().hex}.parts"
     (
         table.repartition(1)
@@ -49,15 +66,17 @@ def export_csv(spark, args: argparse.Namespace) -> dict:
         hadoop_fs.delete(spark, staging)
         raise JobError(f"PCA vectors in {args.pca} differ in length ({shape['shortest']} to {shape['longest']})")
     hadoop_fs.replace_with_single_part(spark, staging, ".csv", args.output)
-    return {"rows": shape["rows"], "components": len(columns)}
+    return shape
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = job_parser("export_csv", "Write the PCA output as one CSV file: path,label,pc_1..pc_k.")
-    parser.add_argument("--pca", required=True, metavar="URI", help="pca output (Parquet)")
-    parser.add_argument("--output", required=True, metavar="URI", help="the CSV file to write (replaced if present)")
-    return parser
+def run(spark, args: ExportCsvArguments) -> ExportCsvMetrics:
+    from pyspark.sql import Observation
+
+    reduced, k = extract_pca(spark, args)
+    written = Observation("csv")
+    shape = load(spark, transform(reduced, k, written), written, args)
+    return ExportCsvMetrics(rows=shape["rows"], components=k)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_job("export_csv", build_parser(), export_csv, argv)
+    return run_job(ARGUMENTS, run, argv)

@@ -2,11 +2,11 @@
 
 Extract: binaryFile listing and bytes. Transform: a pandas iterator UDF that decodes,
 preprocesses and runs the network batch by batch. Load: features and errors Parquet.
+Reconcile: every listed file is in exactly one of the two outputs.
 """
 
 from __future__ import annotations
 
-import argparse
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 
@@ -14,11 +14,12 @@ import numpy as np
 import pandas as pd
 
 from fruitflow import hadoop_fs
-from fruitflow.cli import JobError, job_parser, positive_int, run_job
+from fruitflow.cli import JobError, run_job
+from fruitflow.contract import FeaturizeArguments, FeaturizeMetrics
 from fruitflow.images import IMAGE_EXTENSIONS, IMAGE_GLOB, ImageDecodeError, decode_image, normalize_uri, to_model_input
-from fruitflow.model import WEIGHTS_IMAGENET, FeatureExtractor, configure_tensorflow_threads, resolve_weights
+from fruitflow.model import FeatureExtractor, configure_tensorflow_threads, resolve_weights
 
-DEFAULT_BATCH_SIZE = 64
+ARGUMENTS = FeaturizeArguments
 RESULT_TYPE = "struct<features:array<float>,error:string>"
 
 
@@ -41,7 +42,7 @@ def featurize_contents(
     for start in range(0, len(decoded), batch_size):
         chunk = decoded[start : start + batch_size]
         vectors = extract(np.stack([pixels for _, pixels in chunk]))
-        for (index, _), vector in zip(chunk, vectors):
+        for (index, _), vector in zip(chunk, vectors, strict=True):
             features[index] = vector
     return features, errors
 
@@ -126,76 +127,74 @@ def files_the_scan_skipped(spark, listed: list[str], results) -> list[str]:
     return [row.path for row in listed_paths.join(results.select("path"), "path", "left_anti").collect()]
 
 
-def featurize(spark, args: argparse.Namespace) -> dict:
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
-    sc = spark.sparkContext
+def extract_images(spark, args: FeaturizeArguments):
+    """The image files under --images as (path, content) rows, and their listing (decoded URIs)."""
     if not hadoop_fs.exists(spark, args.images):
         raise JobError(f"images folder {args.images} does not exist")
-    images = read_images(spark, args.images, args.partitions or sc.defaultParallelism)
+    images = read_images(spark, args.images, args.partitions or spark.sparkContext.defaultParallelism)
     listed = sorted({normalize_uri(uri) for uri in images.inputFiles()})
     if not listed:
         raise JobError(f"no images found under {args.images} (looked for {', '.join(IMAGE_EXTENSIONS)}, any case)")
+    return images, listed
 
+
+def transform_images(spark, images, args: FeaturizeArguments, rows_seen):
+    """(path, features, error) per image: the embedding, or why the file could not be featurised.
+    The weights are resolved here, once, on the driver."""
     weights = resolve_weights(args.weights, lambda uri, local: hadoop_fs.download(spark, uri, local))
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
-    rows_seen = sc.accumulator(0)
     featurize_images = featurize_udf(weights, spark, args.batch_size, rows_seen)
-
-    # Persisted so that the two writes below share one evaluation of the network.
-    results = (
-        images.select("path", featurize_images("content").alias("result"))
-        .select("path", "result.features", "result.error")
-        .persist(StorageLevel.MEMORY_AND_DISK)
+    return images.select("path", featurize_images("content").alias("result")).select(
+        "path", "result.features", "result.error"
     )
-    try:
-        featurised = results.filter(F.col("error").isNull())
-        with_label(featurised).select("path", "label", "features").write.mode("overwrite").parquet(args.output)
-        counts = results.agg(F.count("features").alias("featurised"), F.count("error").alias("errors")).first()
-        featurised_count, decode_error_count = counts.featurised, counts.errors
-        decode_errors = results.filter(F.col("error").isNotNull()).select("path", "error")
 
-        all_processed = featurised_count + decode_error_count == len(listed)
-        missing = [] if all_processed else files_the_scan_skipped(spark, listed, results)
-        missing_errors = spark.createDataFrame(
-            [(path, missing_file_error(hadoop_fs.file_length(spark, path))) for path in missing],
-            "path string, error string",
-        )
-        errors = with_label(decode_errors.unionByName(missing_errors)).select("path", "label", "error")
-        errors.coalesce(1).write.mode("overwrite").parquet(args.errors)
-    finally:
-        results.unpersist()
-    error_count = decode_error_count + len(missing)
-    if featurised_count + error_count != len(listed):
+
+def load_outputs(spark, results, listed: list[str], args: FeaturizeArguments) -> tuple[int, int]:
+    """Write --output (featurised images) and --errors (the rest, with why); returns both counts.
+
+    ``results`` must be persisted: both writes then share one evaluation of the network.
+    """
+    from pyspark.sql import functions as F
+
+    featurised = results.filter(F.col("error").isNull())
+    with_label(featurised).select("path", "label", "features").write.mode("overwrite").parquet(args.output)
+    counts = results.agg(F.count("features").alias("featurised"), F.count("error").alias("errors")).first()
+    all_processed = counts.featurised + counts.errors == len(listed)
+    missing = [] if all_processed else files_the_scan_skipped(spark, listed, results)
+    missing_errors = spark.createDataFrame(
+        [(path, missing_file_error(hadoop_fs.file_length(spark, path))) for path in missing],
+        "path string, error string",
+    )
+    decode_errors = results.filter(F.col("error").isNotNull()).select("path", "error")
+    errors = with_label(decode_errors.unionByName(missing_errors)).select("path", "label", "error")
+    errors.coalesce(1).write.mode("overwrite").parquet(args.errors)
+    return counts.featurised, counts.errors + len(missing)
+
+
+def reconcile(listed: int, featurised: int, errors: int) -> None:
+    """Every listed image is in exactly one output, or the job fails rather than lose files quietly."""
+    if featurised + errors != listed:
         raise JobError(
-            f"{len(listed)} images listed but {featurised_count} featurised + {error_count} errors: "
+            f"{listed} images listed but {featurised} featurised + {errors} errors: "
             "some files were lost, rerun and report this"
         )
-    return {
-        "images": len(listed),
-        "featurised": featurised_count,
-        "errors": error_count,
-        "model_rows": rows_seen.value,
-        "weights": args.weights,
-    }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = job_parser("featurize", "Turn every image under a folder into a 1280-d MobileNetV2 embedding.")
-    parser.add_argument("--images", required=True, metavar="URI", help="folder of <class>/<image> files, searched recursively")
-    parser.add_argument("--output", required=True, metavar="URI", help="Parquet output: path, label, features")
-    parser.add_argument("--errors", required=True, metavar="URI", help="Parquet output: path, label, error")
-    parser.add_argument(
-        "--weights",
-        default=WEIGHTS_IMAGENET,
-        metavar="imagenet|random|URI",
-        help="'imagenet' (downloaded on the driver), 'random' (seeded, for tests) or a Keras .h5 weights file",
+def run(spark, args: FeaturizeArguments) -> FeaturizeMetrics:
+    from pyspark import StorageLevel
+
+    images, listed = extract_images(spark, args)
+    rows_seen = spark.sparkContext.accumulator(0)
+    results = transform_images(spark, images, args, rows_seen).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        featurised, errors = load_outputs(spark, results, listed, args)
+    finally:
+        results.unpersist()
+    reconcile(len(listed), featurised, errors)
+    return FeaturizeMetrics(
+        images=len(listed), featurised=featurised, errors=errors, model_rows=rows_seen.value, weights=args.weights
     )
-    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="images per forward pass")
-    parser.add_argument("--partitions", type=positive_int, help="about how many tasks share the images (default: Spark's parallelism, one per core)")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_job("featurize", build_parser(), featurize, argv)
+    return run_job(ARGUMENTS, run, argv)

@@ -15,31 +15,36 @@ from collections.abc import Callable
 import numpy as np
 
 from fruitflow.cli import JobError
+from fruitflow.contract import IMAGENET_WEIGHTS_FILE, WEIGHTS_IMAGENET, WEIGHTS_RANDOM
 from fruitflow.images import MODEL_INPUT_SIZE
 
 log = logging.getLogger("fruitflow")
 
 FEATURE_DIM = 1280
-WEIGHTS_IMAGENET = "imagenet"
-WEIGHTS_RANDOM = "random"
 RANDOM_WEIGHTS_SEED = 1234
 
 # TensorFlow's C++ start-up banner repeats in every Python worker; warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-IMAGENET_WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
 
 
-def build_feature_extractor():
-    """(full MobileNetV2 with its classifier, the same network cut at the 1280-d average pool).
+def build_classifier(weights: str | None = None):
+    """The full MobileNetV2 (224x224, alpha 1.0) with its ImageNet classifier.
+    ``weights=None`` (the default) downloads nothing."""
+    import keras
 
-    The two share layers, so weights loaded into the full model are the extractor's too.
-    Built with ``weights=None``: nothing is ever downloaded here.
+    return keras.applications.MobileNetV2(input_shape=(*MODEL_INPUT_SIZE, 3), include_top=True, weights=weights)
+
+
+def build_feature_extractor(classifier=None):
+    """MobileNetV2 cut at its 1280-d average pool, the layer before the classifier.
+
+    Cut from ``classifier`` when given: the two then share layers, so weights loaded into
+    the classifier are the extractor's too. Otherwise from a new, weightless classifier.
     """
     import keras
 
-    full = keras.applications.MobileNetV2(input_shape=(*MODEL_INPUT_SIZE, 3), include_top=True, weights=None)
-    extractor = keras.Model(full.inputs, full.layers[-2].output, name="mobilenet_v2_features")
-    return full, extractor
+    classifier = classifier or build_classifier()
+    return keras.Model(classifier.inputs, classifier.layers[-2].output, name="mobilenet_v2_features")
 
 
 def resolve_weights(spec: str, fetch: Callable[[str, str], None]) -> list[np.ndarray]:
@@ -56,10 +61,8 @@ def resolve_weights(spec: str, fetch: Callable[[str, str], None]) -> list[np.nda
 
 
 def _imagenet_weights() -> list[np.ndarray]:
-    import keras
-
     try:
-        full = keras.applications.MobileNetV2(input_shape=(*MODEL_INPUT_SIZE, 3), include_top=True, weights="imagenet")
+        classifier = build_classifier(weights=WEIGHTS_IMAGENET)
     except Exception as exc:
         raise JobError(
             f"could not download the ImageNet weights for MobileNetV2 ({type(exc).__name__}: {exc}). "
@@ -67,7 +70,7 @@ def _imagenet_weights() -> list[np.ndarray]:
             "release) somewhere readable and pass its path or s3:// URI as the weights, "
             "or use 'random' for a smoke test with meaningless features."
         ) from exc
-    return keras.Model(full.inputs, full.layers[-2].output).get_weights()
+    return build_feature_extractor(classifier).get_weights()
 
 
 def _random_weights() -> list[np.ndarray]:
@@ -78,8 +81,7 @@ def _random_weights() -> list[np.ndarray]:
     log.warning("The features are reproducible but MEANINGLESS: use this for tests and benchmarks only.")
     log.warning("=" * 78)
     keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)
-    _, extractor = build_feature_extractor()
-    return extractor.get_weights()
+    return build_feature_extractor().get_weights()
 
 
 def _file_weights(uri: str, fetch: Callable[[str, str], None]) -> list[np.ndarray]:
@@ -109,10 +111,10 @@ def _load_strictly(model, local_path: str) -> None:
 def _load_weights_file(local_path: str) -> list[np.ndarray]:
     import keras
 
-    full, extractor = build_feature_extractor()
+    classifier = build_classifier()
     try:
-        _load_strictly(full, local_path)
-        return extractor.get_weights()
+        _load_strictly(classifier, local_path)
+        return build_feature_extractor(classifier).get_weights()
     except Exception as with_top_error:
         # Keras also publishes a "_no_top" file: exactly the extractor's layers, in its order.
         no_top = keras.applications.MobileNetV2(
@@ -149,7 +151,7 @@ class FeatureExtractor:
     def __init__(self, weights: list[np.ndarray]):
         import tensorflow as tf
 
-        _, self.model = build_feature_extractor()
+        self.model = build_feature_extractor()
         self.model.set_weights(weights)
         spec = tf.TensorSpec(shape=(None, *MODEL_INPUT_SIZE, 3), dtype=tf.float32)
         self._forward = tf.function(lambda batch: self.model(batch, training=False), input_signature=[spec])

@@ -4,13 +4,14 @@ The fit is one distributed pass: each partition summarises its rows as (count, m
 centred scatter matrix), the driver merges the summaries pairwise and diagonalises the
 1280 x 1280 correlation matrix with numpy. Projection is a second pass over the same
 cached rows, so the features are read from Parquet once and never recomputed.
+
+Extract: the features Parquet. Transform: fit, then project. Load: the reduced Parquet, the
+explained-variance JSON and its plot.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import reduce
@@ -19,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from fruitflow import hadoop_fs
-from fruitflow.cli import JobError, job_parser, run_job, variance_share
+from fruitflow.cli import JobError, run_job
+from fruitflow.contract import ExplainedVariance, PcaArguments, PcaMetrics
 
-DEFAULT_VARIANCE = 0.95
+ARGUMENTS = PcaArguments
 
 
 @dataclass(frozen=True)
@@ -102,30 +104,30 @@ def project(fit: PcaFit, rows: np.ndarray) -> np.ndarray:
     return (((np.asarray(rows, dtype=np.float64) - fit.mean) / fit.scale) @ fit.components).astype(np.float32)
 
 
-def variance_report(fit: PcaFit, variance: float) -> dict:
+def variance_report(fit: PcaFit, variance: float) -> ExplainedVariance:
     cumulative = np.cumsum(fit.explained_ratio)
-    return {
-        "k": fit.k,
-        "variance_threshold": variance,
-        "explained_variance": float(cumulative[fit.k - 1]),
-        "explained_variance_ratio": [float(value) for value in fit.explained_ratio],
-        "cumulative_explained_variance_ratio": [float(value) for value in cumulative],
-    }
+    return ExplainedVariance(
+        k=fit.k,
+        variance_threshold=variance,
+        explained_variance=float(cumulative[fit.k - 1]),
+        explained_variance_ratio=[float(value) for value in fit.explained_ratio],
+        cumulative_explained_variance_ratio=[float(value) for value in cumulative],
+    )
 
 
-def variance_plot(report: dict) -> bytes:
+def variance_plot(report: ExplainedVariance) -> bytes:
     """PNG of the cumulative explained variance, with the threshold and the chosen k marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    cumulative = report["cumulative_explained_variance_ratio"]
-    k, threshold = report["k"], report["variance_threshold"]
+    cumulative = report.cumulative_explained_variance_ratio
+    k, threshold = report.k, report.variance_threshold
     figure, axes = plt.subplots(figsize=(8, 5), dpi=100)
     axes.plot(range(1, len(cumulative) + 1), cumulative, color="tab:blue", label="cumulative explained variance")
     axes.axhline(threshold, color="tab:red", linestyle="--", label=f"threshold {threshold:.0%}")
-    axes.axvline(k, color="tab:green", linestyle=":", label=f"k = {k} ({report['explained_variance']:.1%})")
+    axes.axvline(k, color="tab:green", linestyle=":", label=f"k = {k} ({report.explained_variance:.1%})")
     axes.scatter([k], [cumulative[k - 1]], color="tab:green", zorder=3)
     axes.set(xlabel="number of principal components", ylabel="share of variance", ylim=(0, 1.02))
     axes.set_title("PCA of the MobileNetV2 embeddings")
@@ -169,13 +171,10 @@ def _load_moments(blob: bytes) -> Moments:
     return Moments(int(arrays["count"]), arrays["mean"], arrays["scatter"])
 
 
-def sibling_uri(uri: str, name: str) -> str:
-    return f"{uri.rstrip('/').rsplit('/', 1)[0]}/{name}"
-
-
-def run_pca(spark, args: argparse.Namespace) -> dict:
+def extract_features(spark, args: PcaArguments):
+    """The featurize output's (path, label, features) rows, persisted: the fit and the projection
+    both read them, and Parquet is read once."""
     from pyspark import StorageLevel
-    from pyspark.sql.functions import pandas_udf
 
     if not hadoop_fs.exists(spark, args.features):
         raise JobError(f"features {args.features} do not exist (run featurize first)")
@@ -183,56 +182,53 @@ def run_pca(spark, args: argparse.Namespace) -> dict:
     missing_columns = {"path", "label", "features"} - set(features.columns)
     if missing_columns:
         raise JobError(f"{args.features} lacks the column(s) {sorted(missing_columns)}: not a featurize output")
-    features = features.select("path", "label", "features").persist(StorageLevel.MEMORY_AND_DISK)
+    return features.select("path", "label", "features").persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def fit(features, args: PcaArguments) -> tuple[PcaFit, int]:
+    """The PCA fit of all rows in one distributed pass, and the number of rows it saw."""
+    partials = (
+        features.select("features").coalesce(MAX_PARTIALS).mapInPandas(_partition_moments, PARTIALS_SCHEMA).collect()
+    )
+    rows = sum(partial.rows for partial in partials)
+    if rows < 2:
+        raise JobError(f"PCA needs at least 2 images, found {rows} in {args.features}")
+    shortest, longest = min(p.shortest for p in partials), max(p.longest for p in partials)
+    if shortest != longest:
+        raise JobError(f"feature vectors in {args.features} differ in length ({shortest} to {longest})")
+    return fit_pca(reduce(Moments.merge, (_load_moments(p.moments) for p in partials)), args.variance), rows
+
+
+def transform(spark, features, pca_fit: PcaFit):
+    """(path, label, pca): each row projected on the kept components."""
+    from pyspark.sql.functions import pandas_udf
+
+    fit_broadcast = spark.sparkContext.broadcast(pca_fit)
+
+    @pandas_udf("array<float>")
+    def to_components(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        for batch in batches:
+            yield pd.Series(list(project(fit_broadcast.value, np.stack(batch.to_numpy()))))
+
+    return features.select("path", "label", to_components("features").alias("pca"))
+
+
+def load(spark, reduced, report: ExplainedVariance, args: PcaArguments) -> None:
+    reduced.write.mode("overwrite").parquet(args.output)
+    hadoop_fs.write_bytes(spark, args.explained_variance, report.to_json().encode())
+    hadoop_fs.write_bytes(spark, args.plot, variance_plot(report))
+
+
+def run(spark, args: PcaArguments) -> PcaMetrics:
+    features = extract_features(spark, args)
     try:
-        partials = (
-            features.select("features")
-            .coalesce(MAX_PARTIALS)
-            .mapInPandas(_partition_moments, PARTIALS_SCHEMA)
-            .collect()
-        )
-        rows = sum(partial.rows for partial in partials)
-        if rows < 2:
-            raise JobError(f"PCA needs at least 2 images, found {rows} in {args.features}")
-        shortest, longest = min(p.shortest for p in partials), max(p.longest for p in partials)
-        if shortest != longest:
-            raise JobError(f"feature vectors in {args.features} differ in length ({shortest} to {longest})")
-        fit = fit_pca(reduce(Moments.merge, (_load_moments(p.moments) for p in partials)), args.variance)
-        fit_broadcast = spark.sparkContext.broadcast(fit)
-
-        @pandas_udf("array<float>")
-        def to_components(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
-            for batch in batches:
-                yield pd.Series(list(project(fit_broadcast.value, np.stack(batch.to_numpy()))))
-
-        reduced = features.select("path", "label", to_components("features").alias("pca"))
-        reduced.write.mode("overwrite").parquet(args.output)
+        pca_fit, rows = fit(features, args)
+        report = variance_report(pca_fit, args.variance)
+        load(spark, transform(spark, features, pca_fit), report, args)
     finally:
         features.unpersist()
-
-    report = variance_report(fit, args.variance)
-    hadoop_fs.write_bytes(spark, sibling_uri(args.output, "explained_variance.json"), json.dumps(report, indent=2).encode())
-    hadoop_fs.write_bytes(spark, sibling_uri(args.output, "explained_variance.png"), variance_plot(report))
-    return {"images": rows, "k": fit.k, "variance": round(report["explained_variance"], 4)}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = job_parser("pca", "Standardise the embeddings and reduce them with PCA.")
-    parser.add_argument("--features", required=True, metavar="URI", help="featurize output (Parquet)")
-    parser.add_argument(
-        "--output",
-        required=True,
-        metavar="URI",
-        help="Parquet output: path, label, pca; explained_variance.json and .png are written beside it",
-    )
-    parser.add_argument(
-        "--variance",
-        type=variance_share,
-        default=DEFAULT_VARIANCE,
-        help="share of variance the kept components must explain, in (0, 1] (default %(default)s)",
-    )
-    return parser
+    return PcaMetrics(images=rows, k=pca_fit.k, variance=round(report.explained_variance, 4))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_job("pca", build_parser(), run_pca, argv)
+    return run_job(ARGUMENTS, run, argv)

@@ -55,7 +55,9 @@ def fruit_image(fruit: Fruit, rng: random.Random) -> Image.Image:
     cx, cy = SIZE / 2 + rng.uniform(-6, 6), SIZE / 2 + rng.uniform(-6, 6)
     color = tuple(min(255, max(0, channel + rng.randint(-18, 18))) for channel in fruit.color)
     layer = Image.new("RGBA", (SIZE, SIZE), (0, 0, 0, 0))
-    ImageDraw.Draw(layer).ellipse((cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2), fill=(*color, 255))
+    ImageDraw.Draw(layer).ellipse(
+        (cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2), fill=(*color, 255)
+    )
     lighting = Image.new("RGBA", (SIZE, SIZE), (0, 0, 0, 0))
     draw = ImageDraw.Draw(lighting)
     draw.ellipse((cx - width / 6, cy - height / 8, cx + width, cy + height), fill=(0, 0, 0, 70))

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 
 EMR_ORDER = [
-    "validate_params", "upload_code", "create_cluster", "add_steps",
+    "validate_params", "empty_run_folder", "upload_code", "create_cluster", "add_steps",
     "watch_featurize", "watch_pca", "watch_export_csv", "check_outputs", "terminate_cluster",
 ]  # fmt: skip
-LOCAL_ORDER = ["validate_params", "upload_code", "featurize", "pca", "export_csv", "check_outputs"]
+LOCAL_ORDER = ["validate_params", "empty_run_folder", "upload_code", "featurize", "pca", "export_csv", "check_outputs"]
 
 
 def assert_chain(dag, order):
     assert sorted(dag.task_ids) == sorted(order)
-    for upstream, downstream in zip(order, order[1:]):
+    for upstream, downstream in zip(order, order[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
     assert [task.task_id for task in dag.topological_sort()] == order
 
@@ -53,7 +53,11 @@ def test_local_graph_runs_the_same_steps_without_a_cluster(load_dag):
     dag = load_dag("local")
     assert_chain(dag, LOCAL_ORDER)
     assert not [task for task in dag.tasks if "cluster" in task.task_id]
-    assert [dag.get_task(name).step for name in ("featurize", "pca", "export_csv")] == ["featurize", "pca", "export_csv"]
+    assert [dag.get_task(name).step for name in ("featurize", "pca", "export_csv")] == [
+        "featurize",
+        "pca",
+        "export_csv",
+    ]
     assert dag.get_task("featurize").execution_timeout.total_seconds() == 240 * 60
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+from importlib import import_module
 
 import boto3
 import pytest
 
+from fruitflow.contract import ExplainedVariance, ExportCsvMetrics, FeaturizeMetrics, PcaMetrics
 from fruitflow_pipeline.steps import PIPELINE
 
 BUCKET = "fruits"
@@ -74,20 +76,22 @@ class FakeEmr:
         self.unsettled.clear()
 
     def write_outputs(self, name: str, args: list[str]) -> None:
-        metrics = {"seconds": 12.5}
+        """What the step's job writes, at the paths its own parser reads from the step's arguments."""
+        job_args = import_module(f"fruitflow.{name}").ARGUMENTS.parse(args[args.index("--py-files") + 3 :])
         if name == "featurize":
-            metrics |= {"images": 20, "featurised": 19, "errors": 1}
+            metrics = FeaturizeMetrics(images=20, featurised=19, errors=1, model_rows=20, weights=job_args.weights)
         elif name == "pca":
-            output = argument(args, "--output")
-            self.put(output.rsplit("/", 1)[0] + "/explained_variance.json",
-                     json.dumps({"k": 3, "variance_threshold": 0.95, "explained_variance": 0.96}))  # fmt: skip
-            metrics |= {"images": 19, "k": 3}
+            explained = ExplainedVariance(k=3, variance_threshold=job_args.variance, explained_variance=0.96,
+                                          explained_variance_ratio=[0.5, 0.3, 0.16, 0.04],
+                                          cumulative_explained_variance_ratio=[0.5, 0.8, 0.96, 1.0])  # fmt: skip
+            self.put(job_args.explained_variance, explained.to_json())
+            metrics = PcaMetrics(images=19, k=3, variance=0.96)
         else:
             rows = ["path,label,pc_1,pc_2,pc_3"]
             rows += [f"s3://{BUCKET}/images/Kiwi/{i}.jpg,Kiwi,0.1,0.2,0.3" for i in range(19 - self.csv_rows_short_by)]
-            self.put(argument(args, "--output"), "\n".join(rows) + "\n")
-            metrics |= {"rows": 19}
-        self.put(argument(args, "--metrics"), json.dumps(metrics))
+            self.put(job_args.output, "\n".join(rows) + "\n")
+            metrics = ExportCsvMetrics(rows=19, components=3)
+        self.put(job_args.metrics, metrics.timed(12.5).to_json())
 
 
 def emr_dag_with_images(load_dag):
@@ -135,7 +139,8 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
     assert set(task_states(run).values()) == {"success"}
 
     plan = run.get_task_instance("validate_params").xcom_pull(task_ids="validate_params")
-    code_uri, run_uri = plan["run"]["code_uri"], f"s3://{BUCKET}/results/{plan['run']['key']}"
+    code_uri = f"s3://{BUCKET}/results/_code/{plan['run']['code_version']}"
+    run_uri = f"s3://{BUCKET}/results/{plan['run']['key']}"
     code_prefix = code_uri.removeprefix(f"s3://{BUCKET}/") + "/"
     code_puts = [
         (index, params["Key"].removeprefix(code_prefix))
@@ -277,7 +282,9 @@ def test_deferred_watchers_wait_in_the_triggerer_and_end_the_run_like_poking_one
     (cluster,) = clusters()
     assert cluster["Status"]["State"] == "TERMINATED"
     assert states["terminate_cluster"] == "success"
-    step_triggers = [trigger.serialized_fields["step_id"] for trigger in triggers if isinstance(trigger, EmrStepSensorTrigger)]
+    step_triggers = [
+        trigger.serialized_fields["step_id"] for trigger in triggers if isinstance(trigger, EmrStepSensorTrigger)
+    ]
     step_ids = {s["Name"]: s["Id"] for s in boto3.client("emr").list_steps(ClusterId=cluster["Id"])["Steps"]}
     if fail_step is None:
         assert run.state == "success", states

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -17,17 +17,30 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_make_demo_runs_the_dag_and_reports_where_the_results_are(tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "FRUITFLOW", "PYSPARK"))}
-    env |= {"AIRFLOW_HOME": str(tmp_path / "airflow"), "DATA_DIR": str(tmp_path / "data"), "COUNT": "12", "WEIGHTS": "random"}
+    env |= {
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "DATA_DIR": str(tmp_path / "data"),
+        "COUNT": "12",
+        "WEIGHTS": "random",
+    }
     demo = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "demo.py")], env=env, capture_output=True, text=True, timeout=900
     )
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
 
-    run_folder = tmp_path / "data" / "results" / datetime.now(timezone.utc).strftime("%Y%m%dT000000Z")
+    run_folder = tmp_path / "data" / "results" / datetime.now(UTC).strftime("%Y%m%dT000000Z")
     assert "images:  12 read, 12 featurised" in demo.stdout
     assert f"CSV:     {run_folder / 'pca_features.csv'}" in demo.stdout
     assert f"plot:    {run_folder / 'explained_variance.png'}" in demo.stdout
-    for task in ("validate_params", "upload_code", "featurize", "pca", "export_csv", "check_outputs"):
+    for task in (
+        "validate_params",
+        "empty_run_folder",
+        "upload_code",
+        "featurize",
+        "pca",
+        "export_csv",
+        "check_outputs",
+    ):
         assert f"  {task}\n" in demo.stdout
 
     csv = pd.read_csv(run_folder / "pca_features.csv")
@@ -54,7 +67,7 @@ def test_too_many_broken_images_fail_the_run_with_a_report_and_replace_only_its_
     load_dag, airflow_db, broken_and_good_images, tmp_path
 ):
     results = tmp_path / "results"
-    logical_date = datetime(2026, 11, 20, 2, tzinfo=timezone.utc)
+    logical_date = datetime(2026, 11, 20, 2, tzinfo=UTC)
     this_run, other_run = results / "20261120T020000Z", results / "20261119T020000Z"
     for folder in (this_run, other_run):
         folder.mkdir(parents=True)
@@ -67,8 +80,12 @@ def test_too_many_broken_images_fail_the_run_with_a_report_and_replace_only_its_
 
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert run.state == "failed"
-    assert states == {"validate_params": "success", "upload_code": "success", "featurize": "success",
-                      "pca": "success", "export_csv": "success", "check_outputs": "failed"}  # fmt: skip
+    assert states == {
+        **dict.fromkeys(
+            ["validate_params", "empty_run_folder", "upload_code", "featurize", "pca", "export_csv"], "success"
+        ),
+        "check_outputs": "failed",
+    }
     report = json.loads((this_run / "report.json").read_text())
     assert report["status"] == "failed"
     assert report["counts"] == {"images": 12, "featurised": 10, "errors": 2, "error_share": 0.166667, "csv_rows": 10}

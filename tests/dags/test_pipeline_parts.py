@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fruitflow.contract import ExplainedVariance, ExportCsvMetrics, FeaturizeMetrics, PcaMetrics
 from fruitflow_pipeline.cluster import ClusterShape, job_flow_spec
 from fruitflow_pipeline.code_bundle import build_bundle, code_version
 from fruitflow_pipeline.params import InvalidParams, validate_run
@@ -25,7 +26,7 @@ RUN = PipelineRun(
     key="20261125T020000Z",
     images_uri="s3://fruits/images",
     results_uri="s3://fruits/results",
-    code_uri="s3://fruits/results/_code/abc123",
+    code_version="abc123",
     variance=0.9,
     weights="imagenet",
     batch_size=32,
@@ -90,16 +91,22 @@ def test_the_steps_chain_their_outputs():
     assert featurize[featurize.index("--images") + 1] == RUN.images_uri
     assert featurize[featurize.index("--output") + 1] == pca[pca.index("--features") + 1] == RUN.features_uri
     assert pca[pca.index("--output") + 1] == export[export.index("--pca") + 1] == RUN.pca_uri
+    assert (
+        pca[pca.index("--explained-variance") + 1] == RUN.explained_variance_uri == f"{RUN.uri}/explained_variance.json"
+    )
+    assert pca[pca.index("--plot") + 1] == RUN.plot_uri == f"{RUN.uri}/explained_variance.png"
     assert export[export.index("--output") + 1] == RUN.csv_uri
     assert pca[pca.index("--variance") + 1] == "0.9"
     assert featurize[featurize.index("--weights") + 1] == "imagenet"
     assert featurize[featurize.index("--batch-size") + 1] == "32"
     for name, args in arguments.items():
-        assert args[-2:] == ["--metrics", f"{RUN.uri}/metrics/{name}.json"]
+        assert args[args.index("--metrics") + 1] == f"{RUN.uri}/metrics/{name}.json"
 
 
 def test_emr_and_local_run_the_same_step_arguments():
-    local = LocalSettings(spark_master="local[3]", python="/opt/py/bin/python", spark_submit="/opt/spark/bin/spark-submit")
+    local = LocalSettings(
+        spark_master="local[3]", python="/opt/py/bin/python", spark_submit="/opt/spark/bin/spark-submit"
+    )
     for step in PIPELINE:
         emr = emr_step(step, RUN)
         command, environment = local_command(step, RUN, local)
@@ -121,7 +128,7 @@ def test_emr_and_local_run_the_same_step_arguments():
 
 def test_job_flow_spec_is_a_transient_cluster_that_cleans_up_after_itself():
     emr = EmrSettings(subnet_id="subnet-123", idle_timeout_seconds=1800)
-    spec = job_flow_spec(RUN, SHAPE, emr, "abc123")
+    spec = job_flow_spec(RUN, SHAPE, emr)
     assert spec["ReleaseLabel"] == "emr-7.10.0"
     assert spec["Applications"] == [{"Name": "Spark"}]
     assert spec["LogUri"] == "s3://fruits/results/_emr_logs/"
@@ -147,7 +154,7 @@ def test_job_flow_spec_is_a_transient_cluster_that_cleans_up_after_itself():
 
 def test_no_task_group_without_task_nodes():
     shape = ClusterShape("emr-7.10.0", "m5.xlarge", "m5.2xlarge", 2, "m5.2xlarge", 0, "SPOT")
-    roles = [group["InstanceRole"] for group in job_flow_spec(RUN, shape, EmrSettings(), "v")["Instances"]["InstanceGroups"]]
+    roles = [group["InstanceRole"] for group in job_flow_spec(RUN, shape, EmrSettings())["Instances"]["InstanceGroups"]]
     assert roles == ["MASTER", "CORE"]
 
 
@@ -215,19 +222,34 @@ def test_code_version_follows_the_content(tmp_path):
 
 def write_outputs(run: PipelineRun, images: int, featurised: int, csv_rows: int, k: int = 2) -> None:
     storage = LocalStorage()
-    storage.write_text(run.metrics_uri("featurize"), json.dumps(
-        {"images": images, "featurised": featurised, "errors": images - featurised, "seconds": 3.5}))  # fmt: skip
-    storage.write_text(run.metrics_uri("pca"), json.dumps({"k": k, "seconds": 1.5}))
-    storage.write_text(run.metrics_uri("export_csv"), json.dumps({"rows": csv_rows, "seconds": 0.5}))
-    storage.write_text(run.explained_variance_uri, json.dumps(
-        {"k": k, "variance_threshold": 0.9, "explained_variance": 0.93}))  # fmt: skip
+    featurize_metrics = FeaturizeMetrics(
+        images=images,
+        featurised=featurised,
+        errors=images - featurised,
+        model_rows=images,
+        weights="random",
+        seconds=3.5,
+    )
+    storage.write_text(run.metrics_uri("featurize"), featurize_metrics.to_json())
+    storage.write_text(run.metrics_uri("pca"), PcaMetrics(images=featurised, k=k, variance=0.93, seconds=1.5).to_json())
+    storage.write_text(
+        run.metrics_uri("export_csv"), ExportCsvMetrics(rows=csv_rows, components=k, seconds=0.5).to_json()
+    )
+    explained = ExplainedVariance(
+        k=k,
+        variance_threshold=0.9,
+        explained_variance=0.93,
+        explained_variance_ratio=[0.6, 0.33],
+        cumulative_explained_variance_ratio=[0.6, 0.93],
+    )
+    storage.write_text(run.explained_variance_uri, explained.to_json())
     header = ",".join(["path", "label", *[f"pc_{i}" for i in range(1, k + 1)]])
     rows = [f'"s3://b/Kiwi/{i},\nx.jpg",Kiwi' + ",0.5" * k for i in range(csv_rows)]  # quoted comma and newline
     storage.write_text(run.csv_uri, "\n".join([header, *rows]) + "\n")
 
 
 def local_run(tmp_path, max_error_share=0.05) -> PipelineRun:
-    return PipelineRun("K", "/in", str(tmp_path), str(tmp_path / "_code"), 0.9, "random", 64, max_error_share)
+    return PipelineRun("K", "/in", str(tmp_path), "v1", 0.9, "random", 64, max_error_share)
 
 
 def test_report_of_a_good_run(tmp_path):

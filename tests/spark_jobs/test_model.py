@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fruitflow.cli import JobError
-from fruitflow.model import FEATURE_DIM, FeatureExtractor, build_feature_extractor, resolve_weights
+from fruitflow.model import FEATURE_DIM, FeatureExtractor, build_classifier, build_feature_extractor, resolve_weights
 
 
 def local_copy(uri: str, local_path: str) -> None:
@@ -26,7 +26,7 @@ def test_random_weights_are_seeded_and_say_so(random_weights, caplog):
         again = resolve_weights("random", local_copy)
     assert "RANDOM WEIGHTS" in caplog.text and "MEANINGLESS" in caplog.text
     assert len(again) == len(random_weights)
-    assert all(np.array_equal(a, b) for a, b in zip(again, random_weights))
+    assert all(np.array_equal(a, b) for a, b in zip(again, random_weights, strict=True))
 
 
 def test_extractor_outputs_1280_features_per_image(random_weights):
@@ -42,8 +42,8 @@ def trained_like_weights(seed: int):
     import keras
 
     keras.utils.set_random_seed(seed)
-    full, extractor = build_feature_extractor()
-    return full, extractor.get_weights()
+    full = build_classifier()
+    return full, build_feature_extractor(full).get_weights()
 
 
 def test_keras_v3_weights_file_loads(tmp_path, random_weights):
@@ -51,8 +51,8 @@ def test_keras_v3_weights_file_loads(tmp_path, random_weights):
     path = tmp_path / "mine.weights.h5"
     full.save_weights(path)
     loaded = resolve_weights(str(path), local_copy)
-    assert all(np.array_equal(a, b) for a, b in zip(loaded, expected))
-    assert not all(np.array_equal(a, b) for a, b in zip(loaded, random_weights))
+    assert all(np.array_equal(a, b) for a, b in zip(loaded, expected, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(loaded, random_weights, strict=True))
 
 
 def test_legacy_keras_applications_h5_loads_with_or_without_top(tmp_path):
@@ -65,7 +65,7 @@ def test_legacy_keras_applications_h5_loads_with_or_without_top(tmp_path):
     with h5py.File(with_top, "w") as handle:
         legacy_h5_format.save_weights_to_hdf5_group(handle, full)
     loaded = resolve_weights(str(with_top), local_copy)
-    assert all(np.array_equal(a, b) for a, b in zip(loaded, expected))
+    assert all(np.array_equal(a, b) for a, b in zip(loaded, expected, strict=True))
 
     no_top_model = keras.applications.MobileNetV2(include_top=False, weights=None, pooling="avg")
     no_top_model.set_weights(expected)
@@ -73,7 +73,7 @@ def test_legacy_keras_applications_h5_loads_with_or_without_top(tmp_path):
     with h5py.File(no_top, "w") as handle:
         legacy_h5_format.save_weights_to_hdf5_group(handle, no_top_model)
     loaded = resolve_weights(str(no_top), local_copy)
-    assert all(np.array_equal(a, b) for a, b in zip(loaded, expected))
+    assert all(np.array_equal(a, b) for a, b in zip(loaded, expected, strict=True))
 
 
 def test_weights_of_another_network_are_refused(tmp_path):

@@ -13,6 +13,12 @@ from fruitflow import export_csv, featurize, pca
 from fruitflow.model import FEATURE_DIM
 
 
+def pca_outputs(folder: Path) -> list[str]:
+    """The PCA job's output flags, laid out as in a run folder."""
+    return ["--output", str(folder / "pca"), "--explained-variance", str(folder / "explained_variance.json"),
+            "--plot", str(folder / "explained_variance.png")]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def run_folder(spark, fruit_images, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
@@ -20,7 +26,7 @@ def run_folder(spark, fruit_images, tmp_path_factory) -> Path:
         ["--images", str(fruit_images), "--output", str(out / "features"), "--errors", str(out / "errors"),
          "--weights", "random"]
     ) == 0  # fmt: skip
-    assert pca.main(["--features", str(out / "features"), "--output", str(out / "pca"), "--variance", "0.9",
+    assert pca.main(["--features", str(out / "features"), *pca_outputs(out), "--variance", "0.9",
                      "--metrics", str(out / "metrics" / "pca.json")]) == 0  # fmt: skip
     assert export_csv.main(["--pca", str(out / "pca"), "--output", str(out / "pca_features.csv"),
                             "--metrics", str(out / "metrics" / "export_csv.json")]) == 0  # fmt: skip
@@ -98,7 +104,7 @@ def write_features(spark, folder: Path, paths: list[str], dims: int = FEATURE_DI
 def test_csv_quotes_awkward_names_so_pandas_reads_them_back(spark, tmp_path):
     awkward = ['s3://b/Apple, "Red"/x.jpg', "s3://b/Kiwi/plain.jpg", "s3://b/Pêche/é, è.jpg"]
     features = write_features(spark, tmp_path / "features", awkward)
-    assert pca.main(["--features", features, "--output", str(tmp_path / "pca")]) == 0
+    assert pca.main(["--features", features, *pca_outputs(tmp_path)]) == 0
     assert export_csv.main(["--pca", str(tmp_path / "pca"), "--output", str(tmp_path / "out.csv")]) == 0
     frame = pd.read_csv(tmp_path / "out.csv")
     assert sorted(frame["path"]) == sorted(awkward)
@@ -107,27 +113,27 @@ def test_csv_quotes_awkward_names_so_pandas_reads_them_back(spark, tmp_path):
 
 def test_fewer_images_than_dimensions_work(spark, tmp_path):
     features = write_features(spark, tmp_path / "features", [f"s3://b/C{i % 2}/{i}.jpg" for i in range(5)])
-    assert pca.main(["--features", features, "--output", str(tmp_path / "pca"), "--variance", "1.0"]) == 0
+    assert pca.main(["--features", features, *pca_outputs(tmp_path), "--variance", "1.0"]) == 0
     report = json.loads((tmp_path / "explained_variance.json").read_text())
     assert report["k"] == 4 and len(report["explained_variance_ratio"]) == 4
 
 
 def test_one_image_is_refused_with_a_message(spark, tmp_path, capsys):
     features = write_features(spark, tmp_path / "features", ["s3://b/A/only.jpg"])
-    assert pca.main(["--features", features, "--output", str(tmp_path / "pca")]) == 1
+    assert pca.main(["--features", features, *pca_outputs(tmp_path)]) == 1
     assert "PCA needs at least 2 images, found 1" in capsys.readouterr().err
     assert not (tmp_path / "pca").exists()
 
 
 def test_missing_features_are_refused_with_a_message(spark, tmp_path, capsys):
-    assert pca.main(["--features", str(tmp_path / "none"), "--output", str(tmp_path / "pca")]) == 1
+    assert pca.main(["--features", str(tmp_path / "none"), *pca_outputs(tmp_path)]) == 1
     assert "run featurize first" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("variance", ["0", "1.5", "-0.2", "ninety"])
 def test_variance_outside_zero_one_exits_with_usage(variance, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        pca.main(["--features", str(tmp_path), "--output", str(tmp_path / "pca"), "--variance", variance])
+        pca.main(["--features", str(tmp_path), *pca_outputs(tmp_path), "--variance", variance])
     assert exit_info.value.code == 2
     assert "--variance" in capsys.readouterr().err
 
@@ -140,9 +146,13 @@ def test_export_refuses_a_folder_that_is_not_a_pca_output(spark, tmp_path, capsy
 
 
 def test_vectors_of_unequal_length_are_refused(spark, tmp_path, capsys):
-    rows = [("s3://b/A/1.jpg", "A", [1.0, 2.0, 3.0]), ("s3://b/A/2.jpg", "A", [1.0, 2.0]), ("s3://b/A/3.jpg", "A", [0.0, 1.0, 5.0])]
+    rows = [
+        ("s3://b/A/1.jpg", "A", [1.0, 2.0, 3.0]),
+        ("s3://b/A/2.jpg", "A", [1.0, 2.0]),
+        ("s3://b/A/3.jpg", "A", [0.0, 1.0, 5.0]),
+    ]
     spark.createDataFrame(rows, "path string, label string, features array<float>").write.parquet(str(tmp_path / "f"))
-    assert pca.main(["--features", str(tmp_path / "f"), "--output", str(tmp_path / "pca")]) == 1
+    assert pca.main(["--features", str(tmp_path / "f"), *pca_outputs(tmp_path)]) == 1
     assert "differ in length (2 to 3)" in capsys.readouterr().err
 
     ragged = [(path, label, values) for path, label, values in rows]

@@ -1,0 +1,204 @@
+"""The boundary between the DAG and the jobs, written once: each job's command line, what its
+metrics file holds, the explained-variance report, and the defaults both sides share.
+
+The jobs parse their arguments with the parsers built here; the Airflow side
+(``plugins/fruitflow_pipeline``) builds the same command lines and reads the same files with
+these classes. Pure Python on purpose: importable without Spark, Airflow, NumPy or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import Any, ClassVar, Self
+
+DEFAULT_VARIANCE = 0.95
+DEFAULT_BATCH_SIZE = 64
+WEIGHTS_IMAGENET = "imagenet"
+WEIGHTS_RANDOM = "random"
+# The file Keras' MobileNetV2(weights="imagenet") downloads: what to copy for a machine without internet.
+IMAGENET_WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
+
+
+def variance_share(text: str) -> float:
+    """argparse type for a share of explained variance, in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is outside (0, 1]; 0.95 keeps 95% of the variance")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def flag(help: str, *, default: Any = MISSING, parse: Callable[[str], Any] = str, metavar: str = "URI") -> Any:
+    """A command-line flag as a dataclass field: field ``batch_size`` is ``--batch-size``.
+    Without a default the flag is required."""
+    return field(default=default, metadata={"help": help, "parse": parse, "metavar": metavar})
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobArguments:
+    """A job's command line as typed fields; ``to_argv`` and ``parser`` are two views of the same fields."""
+
+    job: ClassVar[str]
+    description: ClassVar[str]
+
+    metrics: str | None = flag(
+        "also write the job's summary as JSON to this URI (read by the DAG's report)", default=None
+    )
+
+    def to_argv(self) -> list[str]:
+        argv = []
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if value is not None:
+                argv += [flag_name(spec.name), str(value)]
+        return argv
+
+    @classmethod
+    def parser(cls) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(prog=f"{cls.job}.py", description=cls.description)
+        for spec in fields(cls):
+            required = spec.default is MISSING
+            shown_default = "" if required or spec.default is None else " (default %(default)s)"
+            parser.add_argument(
+                flag_name(spec.name),
+                dest=spec.name,
+                required=required,
+                default=None if required else spec.default,
+                type=spec.metadata["parse"],
+                metavar=spec.metadata["metavar"],
+                help=spec.metadata["help"] + shown_default,
+            )
+        return parser
+
+    @classmethod
+    def parse(cls, argv: Sequence[str] | None = None) -> Self:
+        """The arguments in ``argv``; bad ones make argparse print the usage and exit with 2."""
+        return cls(**vars(cls.parser().parse_args(argv)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeaturizeArguments(JobArguments):
+    job = "featurize"
+    description = "Turn every image under a folder into a 1280-d MobileNetV2 embedding."
+
+    images: str = flag("folder of <class>/<image> files, searched recursively")
+    output: str = flag("Parquet output: path, label, features")
+    errors: str = flag("Parquet output: path, label, error, one row per image that could not be featurised")
+    weights: str = flag(
+        f"'{WEIGHTS_IMAGENET}' (downloaded on the driver), '{WEIGHTS_RANDOM}' (seeded, for tests) "
+        "or the URI of a Keras .h5 weights file",
+        default=WEIGHTS_IMAGENET,
+        metavar=f"{WEIGHTS_IMAGENET}|{WEIGHTS_RANDOM}|URI",
+    )
+    batch_size: int = flag("images per forward pass", default=DEFAULT_BATCH_SIZE, parse=positive_int, metavar="N")
+    partitions: int | None = flag(
+        "about how many tasks share the images (default: Spark's parallelism, one per core)",
+        default=None,
+        parse=positive_int,
+        metavar="N",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PcaArguments(JobArguments):
+    job = "pca"
+    description = "Standardise the embeddings and reduce them with PCA."
+
+    features: str = flag("featurize output (Parquet)")
+    output: str = flag("Parquet output: path, label, pca")
+    explained_variance: str = flag("JSON output: k and the explained variance ratios")
+    plot: str = flag("PNG output: the cumulative explained variance, with the threshold and k marked")
+    variance: float = flag(
+        "share of variance the kept components must explain, in (0, 1]",
+        default=DEFAULT_VARIANCE,
+        parse=variance_share,
+        metavar="SHARE",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportCsvArguments(JobArguments):
+    job = "export_csv"
+    description = "Write the PCA output as one CSV file: path,label,pc_1..pc_k."
+
+    pca: str = flag("pca output (Parquet)")
+    output: str = flag("the CSV file to write (replaced if present)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class JsonRecord:
+    """A small JSON file one side writes and the other reads: a key missing on read is an error."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        data = json.loads(text)
+        return cls(**{spec.name: data[spec.name] for spec in fields(cls)})
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobMetrics(JsonRecord):
+    """What a job's ``--metrics`` file holds: its counts, plus the seconds the job ran."""
+
+    seconds: float = 0.0
+
+    def timed(self, seconds: float) -> Self:
+        return replace(self, seconds=round(seconds, 2))
+
+    def summary(self) -> str:
+        counts = {key: value for key, value in asdict(self).items() if key != "seconds"}
+        return " ".join(f"{key}={value}" for key, value in {**counts, "seconds": self.seconds}.items())
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeaturizeMetrics(JobMetrics):
+    images: int  # files listed
+    featurised: int
+    errors: int  # images + errors == images listed
+    model_rows: int  # rows that went through the network
+    weights: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PcaMetrics(JobMetrics):
+    images: int
+    k: int
+    variance: float  # the share the k components explain
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportCsvMetrics(JobMetrics):
+    rows: int
+    components: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExplainedVariance(JsonRecord):
+    """The PCA job's ``--explained-variance`` file: how many components were kept and why."""
+
+    k: int
+    variance_threshold: float
+    explained_variance: float  # cumulative share of the k kept components
+    explained_variance_ratio: list[float]  # every component with variance, in decreasing order
+    cumulative_explained_variance_ratio: list[float]
