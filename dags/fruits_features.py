@@ -10,48 +10,59 @@ Every night (and on demand: **Trigger** with the form) this DAG turns the images
 | `errors/` | Parquet: `path`, `label`, `error`: images that could not be featurised |
 | `pca/`, `pca_features.csv` | PCA-reduced vectors; the CSV has `path,label,pc_1..pc_k` |
 | `explained_variance.json` / `.png` | how many components (k) were kept and why |
-| `report.json` | counts, k, timings, cluster id, and the checks' verdict |
+| `report.json` | every run past validate_params: status, the failed task and its error, counts, k, cluster id |
 
-The run key is the run's logical date (`20261125T020000Z`); rerunning a date replaces only its folder.
+The run key is the run's logical date to the second (`20261125T020000Z`); a second DAG run in the
+same second gets a longer name (`20261125T020000Z-200000`). `_dag_run.json` in the folder names the
+DAG run that owns it: clearing a run replaces only its own folder, never another run's.
 
 **Target** (`FRUITFLOW_TARGET`): `emr` creates a transient EMR cluster, runs the three steps on
-it and always terminates it (`terminate_cluster` is a teardown; EMR's idle auto-termination
-is the second safety net). `local` runs the same steps with spark-submit on this machine.
+it and always terminates it (`terminate_cluster` is a teardown; a run that ends failed without
+it has its clusters terminated by the fruitflow cleanup listener; EMR's idle auto-termination is
+the last safety net). `local` runs the same steps with spark-submit on this machine.
 
 #### When it fails (on call)
-- **validate_params**: a param is wrong; the log names the field. Trigger again with a fixed form.
+- **validate_params**: a param is wrong, an unknown conf key was given, or the images prefix holds
+  no image; the log names each problem. No cluster was started. Trigger again with a fixed form.
 - **empty_run_folder / upload_code / create_cluster**: AWS access (the `aws_default` connection,
-  IAM roles, bucket policy). `empty_run_folder` deletes what an earlier try of this run left in its folder.
+  IAM roles, bucket policy). `empty_run_folder` deletes what an earlier try of this run left in its
+  folder, and refuses a folder that another DAG run owns.
 - **watch_featurize / watch_pca / watch_export_csv** (EMR) or **featurize / pca / export_csv** (local):
   the log says the step's state, EMR's reason and the S3 folder of the step's logs
   (`stderr.gz` has the Spark driver's error). A cancelled step only means an earlier one failed.
 - **check_outputs**: the steps ran but the outputs are off (row counts, too many unreadable
   images). `report.json` in the run folder has the numbers; `errors/` lists each bad image and why.
-- The cluster is terminated in every case: check that `terminate_cluster` is green. If it is not,
-  terminate the cluster named in its log by hand (EMR console); it would stop itself after the idle timeout.
+- **write_report**: only the report could not be written; the run's outcome is that of the other tasks.
+- The cluster is terminated in every case: check that `terminate_cluster` is green (`report.json`
+  names it as `failed_task` otherwise). If it is not, terminate the cluster named in its log by hand
+  (EMR console); it would stop itself after the idle timeout.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from airflow.providers.amazon.aws.operators.emr import (
-    EmrAddStepsOperator,
-    EmrCreateJobFlowOperator,
-    EmrTerminateJobFlowOperator,
-)
+from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrTerminateJobFlowOperator
 from airflow.sdk import DAG, chain, task
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowFailException
 
 from fruitflow_pipeline.cluster import job_flow_spec
 from fruitflow_pipeline.code_bundle import build_bundle, code_version
-from fruitflow_pipeline.operators import EmrStepWatcher, LocalSparkStepOperator
+from fruitflow_pipeline.operators import (
+    FAILURE_XCOM_KEY,
+    EmrRunClusterOperator,
+    EmrStepWatcher,
+    LocalSparkStepOperator,
+    record_failure,
+)
 from fruitflow_pipeline.params import InvalidParams, dag_params, validate_run
-from fruitflow_pipeline.report import OutputCheckFailed, check_and_write_report
-from fruitflow_pipeline.run import PipelineRun, run_key
+from fruitflow_pipeline.report import OutputCheckFailed, problems_in, run_report, steps_so_far, summarise_outputs
+from fruitflow_pipeline.run import PipelineRun
+from fruitflow_pipeline.run_folder import RunFolderTaken, claim_run_folder, ensure_own, mark
 from fruitflow_pipeline.settings import Settings, Target
 from fruitflow_pipeline.steps import PIPELINE, emr_step
 from fruitflow_pipeline.storage import storage_for
@@ -60,6 +71,7 @@ SETTINGS = Settings.from_env()
 # The provider's operators bind this default when their module is first imported; reading it
 # at parse time makes every wait of this DAG follow the deployment's setting.
 DEFER_WAITS = conf.getboolean("operators", "default_deferrable", fallback=False)
+OUTPUTS_XCOM_KEY = "outputs"
 
 
 def storage():
@@ -68,26 +80,38 @@ def storage():
 
 @task(multiple_outputs=True)
 def validate_params(params=None, logical_date=None, dag_run=None) -> dict:
-    """Check the params against the world (the images exist, outputs do not overwrite inputs)
-    and plan the run: ``run`` (its folder and code version) and, on EMR, ``cluster_request``
-    and ``emr_steps``. Each downstream task takes only the part it needs."""
-    version = code_version(SETTINGS.jobs_dir)
+    """Check the params and the trigger's conf against the world (images exist, outputs do not
+    overwrite inputs, no unknown key), claim the run's folder, and plan the run: ``run`` and,
+    on EMR, ``cluster_request`` and ``emr_steps``. Each downstream task takes only its part."""
+    store, moment = storage(), logical_date or dag_run.run_after
     try:
-        validated = validate_run(params, SETTINGS, storage(), run_key(logical_date or dag_run.run_after), version)
+        validated = validate_run(
+            params,
+            dag_run.conf or {},
+            SETTINGS,
+            store,
+            code_version(SETTINGS.jobs_dir),
+            claim_key=lambda results_uri: claim_run_folder(store, results_uri, moment, dag_run.run_id),
+        )
     except InvalidParams as problem:
         raise AirflowFailException(f"invalid params: {problem}") from None
     plan = {"run": validated.run.to_xcom()}
     if SETTINGS.target is Target.EMR:
-        plan["cluster_request"] = job_flow_spec(validated.run, validated.cluster, SETTINGS.emr)
+        plan["cluster_request"] = job_flow_spec(validated.run, validated.cluster, SETTINGS.emr, dag_run.run_id)
         plan["emr_steps"] = [emr_step(step, validated.run) for step in PIPELINE]
     return plan
 
 
 @task
-def empty_run_folder(run: dict) -> str:
-    """A rerun of this run starts from an empty run folder: delete what an earlier try left there."""
-    folder = PipelineRun.from_xcom(run).uri
-    storage().delete_folder(folder)
+def empty_run_folder(run: dict, run_id=None) -> str:
+    """Delete what an earlier try of this DAG run left in its folder; never another run's folder."""
+    folder, store = PipelineRun.from_xcom(run).uri, storage()
+    try:
+        ensure_own(store, folder, run_id)
+    except RunFolderTaken as problem:
+        raise AirflowFailException(str(problem)) from None
+    store.delete_folder(folder)
+    mark(store, folder, run_id)
     return folder
 
 
@@ -102,14 +126,46 @@ def upload_code(run: dict) -> str:
 
 
 @task
-def check_outputs(run: dict, cluster_id: str | None = None) -> str:
-    """CSV rows = featurised images, error share under the limit; writes report.json either way
-    and returns its URI."""
+def check_outputs(run: dict, ti=None) -> str:
+    """CSV rows = featurised images, error share under the limit. Keeps the outputs' summary for
+    the report, also when a check fails; returns the CSV's URI."""
     pipeline_run = PipelineRun.from_xcom(run)
     try:
-        check_and_write_report(pipeline_run, storage(), SETTINGS.target, cluster_id)
+        summary = summarise_outputs(pipeline_run, storage())
     except OutputCheckFailed as problem:
         raise AirflowFailException(str(problem)) from None
+    ti.xcom_push(OUTPUTS_XCOM_KEY, summary)
+    if problems := problems_in(summary, pipeline_run.max_error_share):
+        raise AirflowFailException("; ".join(problems))
+    return pipeline_run.csv_uri
+
+
+@task
+def write_report(run: dict, checks_task_id: str, cluster_task_id: str | None = None, ti=None) -> str:
+    """report.json for this run, succeeded or failed: every task's state, the first failure and
+    its error, what the steps counted so far, and the cluster. A teardown: it runs at the end of
+    every run that got past validate_params, and its own failure leaves the run's outcome alone."""
+    pipeline_run, store = PipelineRun.from_xcom(run), storage()
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])[ti.run_id]
+    tasks = [task for task in ti.task.dag.topological_sort() if task.task_id != ti.task_id]
+    ordered = {task.task_id: states.get(task.task_id) for task in tasks}
+    failures = {
+        task_id: ti.xcom_pull(task_ids=task_id, key=FAILURE_XCOM_KEY)
+        for task_id, state in ordered.items()
+        if state == "failed"
+    }
+    outputs = ti.xcom_pull(task_ids=checks_task_id, key=OUTPUTS_XCOM_KEY)
+    report = run_report(
+        pipeline_run,
+        SETTINGS.target.value,
+        ordered,
+        failures,
+        outputs,
+        steps={} if outputs else steps_so_far(pipeline_run, store),
+        cluster_id=ti.xcom_pull(task_ids=cluster_task_id) if cluster_task_id else None,
+        teardowns={task.task_id for task in tasks if task.is_teardown},
+    )
+    store.write_text(pipeline_run.report_uri, json.dumps(report, indent=2))
     return pipeline_run.report_uri
 
 
@@ -125,16 +181,22 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     params=dag_params(SETTINGS),
-    default_args={"owner": "data-platform", "retries": 1, "retry_delay": timedelta(minutes=2)},
+    default_args={
+        "owner": "data-platform",
+        "retries": 1,
+        "retry_delay": timedelta(minutes=2),
+        "on_failure_callback": record_failure,
+    },
     tags=["fruitflow", "features", SETTINGS.target.value],
     doc_md=__doc__,
 ) as dag:
     plan = validate_params()
     folder_emptied = empty_run_folder(plan["run"])
     code_uploaded = upload_code(plan["run"])
+    outputs_checked = check_outputs(plan["run"])
 
     if SETTINGS.target is Target.EMR:
-        create_cluster = EmrCreateJobFlowOperator(
+        create_cluster = EmrRunClusterOperator(
             task_id="create_cluster",
             job_flow_overrides=plan["cluster_request"],
             aws_conn_id=SETTINGS.aws_conn_id,
@@ -148,7 +210,7 @@ with DAG(
             retries=0,  # a retried add would queue the steps twice
             deferrable=False,  # deferred, it would wait for all the steps; the watchers wait for each
         )
-        watch_steps = [
+        run_steps = [
             EmrStepWatcher(
                 task_id=f"watch_{step.name}",
                 job_flow_id=create_cluster.output,
@@ -163,16 +225,14 @@ with DAG(
             )
             for index, step in enumerate(PIPELINE)
         ]
-        outputs_checked = check_outputs(plan["run"], create_cluster.output)
         terminate_cluster = EmrTerminateJobFlowOperator(
             task_id="terminate_cluster",
             job_flow_id=create_cluster.output,
             aws_conn_id=SETTINGS.aws_conn_id,
             deferrable=DEFER_WAITS,
         ).as_teardown(setups=create_cluster)
-        chain(
-            folder_emptied, code_uploaded, create_cluster, add_steps, *watch_steps, outputs_checked, terminate_cluster
-        )
+        report_written = write_report(plan["run"], outputs_checked.operator.task_id, create_cluster.task_id)
+        pipeline_tasks = [create_cluster, add_steps, *run_steps, outputs_checked, terminate_cluster]
     else:
         run_steps = [
             LocalSparkStepOperator(
@@ -185,5 +245,7 @@ with DAG(
             )
             for step in PIPELINE
         ]
-        outputs_checked = check_outputs(plan["run"])
-        chain(folder_emptied, code_uploaded, *run_steps, outputs_checked)
+        report_written = write_report(plan["run"], outputs_checked.operator.task_id)
+        pipeline_tasks = [*run_steps, outputs_checked]
+
+    chain(folder_emptied, code_uploaded, *pipeline_tasks, report_written.as_teardown(setups=plan))

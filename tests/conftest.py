@@ -21,6 +21,7 @@ os.environ.update(
     AIRFLOW_HOME=str(_airflow_home),
     AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{_airflow_home}/airflow.db",
     AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
+    AIRFLOW__CORE__PLUGINS_FOLDER=str(ROOT / "plugins"),
     AIRFLOW__CORE__LOAD_EXAMPLES="False",
     # Spark's Python workers must run this interpreter and find the jobs' package.
     PYSPARK_PYTHON=sys.executable,

@@ -6,9 +6,18 @@ folder this side ships to Spark anyway: that folder is made importable here, so 
 holds the contract once.
 """
 
+import os
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 
-from fruitflow_pipeline.settings import jobs_dir_from_env
+DEFAULT_JOBS_DIR = Path(__file__).resolve().parents[2] / "spark_jobs"
+
+
+def jobs_dir_from_env(env: Mapping[str, str] = os.environ) -> Path:
+    """Where the job code to ship is: FRUITFLOW_JOBS_DIR, or spark_jobs/ beside plugins/."""
+    return Path(env.get("FRUITFLOW_JOBS_DIR", "").strip() or DEFAULT_JOBS_DIR)
+
 
 if str(jobs_dir_from_env()) not in sys.path:
     sys.path.append(str(jobs_dir_from_env()))

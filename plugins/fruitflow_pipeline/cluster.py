@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from fruitflow_pipeline.run import PipelineRun, join_uri
@@ -10,6 +11,9 @@ from fruitflow_pipeline.settings import EmrSettings
 # The last tag lets EMR's v2 managed service policy (AmazonEMRServicePolicy_v2) act on the
 # cluster's instances; the tags are propagated to every EC2 instance of the cluster.
 TAGS = {"project": "fruitflow", "managed-by": "airflow", "for-use-with-amazon-emr-managed-policies": "true"}
+DAG_RUN_TAG = "airflow-dag-run-id"
+NAME_PREFIX = "fruitflow-"
+LIVE_STATES = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
 
 
 @dataclass(frozen=True)
@@ -60,11 +64,17 @@ def _spark_configurations(emr: EmrSettings) -> list[dict]:
     ]
 
 
-def job_flow_spec(run: PipelineRun, shape: ClusterShape, emr: EmrSettings) -> dict:
+def dag_run_tag(dag_run_id: str) -> str:
+    """A DAG run id as an EMR tag value: characters EMR does not allow in tags become '_'."""
+    return re.sub(r"[^\w .:/=+\-@]", "_", dag_run_id, flags=re.ASCII)[:256]
+
+
+def job_flow_spec(run: PipelineRun, shape: ClusterShape, emr: EmrSettings, dag_run_id: str) -> dict:
     """RunJobFlow request for ``run``: Spark on ``shape``, bootstrapped with the run's code version.
 
     The cluster waits for steps (they are added once it exists) and terminates itself after
-    ``idle_timeout_seconds`` without work, should the DAG's teardown never run.
+    ``idle_timeout_seconds`` without work, should the DAG's teardown never run. It is tagged
+    with the DAG run that owns it, so that run's clusters can be found and stopped.
     """
     instances: dict = {
         "InstanceGroups": _instance_groups(shape),
@@ -73,9 +83,9 @@ def job_flow_spec(run: PipelineRun, shape: ClusterShape, emr: EmrSettings) -> di
     }
     if emr.subnet_id:
         instances["Ec2SubnetId"] = emr.subnet_id
-    tags = {**TAGS, "fruitflow-run": run.key, "fruitflow-code": run.code_version}
+    tags = {**TAGS, "fruitflow-run": run.key, "fruitflow-code": run.code_version, DAG_RUN_TAG: dag_run_tag(dag_run_id)}
     return {
-        "Name": f"fruitflow-{run.key}",
+        "Name": f"{NAME_PREFIX}{run.key}",
         "ReleaseLabel": shape.release_label,
         "Applications": [{"Name": "Spark"}],
         "LogUri": emr.log_uri or join_uri(run.results_uri, "_emr_logs") + "/",
@@ -97,3 +107,23 @@ def job_flow_spec(run: PipelineRun, shape: ClusterShape, emr: EmrSettings) -> di
         "VisibleToAllUsers": True,
         "Tags": [{"Key": key, "Value": value} for key, value in tags.items()],
     }
+
+
+def live_clusters_of(emr_client, dag_run_id: str) -> list[str]:
+    """Ids of the clusters not yet terminating that DAG run ``dag_run_id`` created."""
+    tag = {"Key": DAG_RUN_TAG, "Value": dag_run_tag(dag_run_id)}
+    pages = emr_client.get_paginator("list_clusters").paginate(ClusterStates=LIVE_STATES)
+    candidates = [c["Id"] for page in pages for c in page["Clusters"] if c["Name"].startswith(NAME_PREFIX)]
+    return [
+        cluster_id
+        for cluster_id in candidates
+        if tag in emr_client.describe_cluster(ClusterId=cluster_id)["Cluster"].get("Tags", [])
+    ]
+
+
+def terminate_clusters_of(emr_client, dag_run_id: str) -> list[str]:
+    """Terminate every live cluster of DAG run ``dag_run_id``; returns their ids."""
+    cluster_ids = live_clusters_of(emr_client, dag_run_id)
+    if cluster_ids:
+        emr_client.terminate_job_flows(JobFlowIds=cluster_ids)
+    return cluster_ids

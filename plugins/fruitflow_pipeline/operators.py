@@ -1,4 +1,6 @@
-"""Two operators: a pipeline step on local Spark, and the provider's step sensor with a better failure message."""
+"""The DAG's own operators: a pipeline step on local Spark, the provider's cluster creator that
+never leaves a DAG run two clusters, and its step sensor with a better failure message; and the
+failure callback that keeps each failed task's error for the run's report."""
 
 from __future__ import annotations
 
@@ -6,14 +8,23 @@ import os
 from typing import Any
 
 from airflow.providers.amazon.aws.links.emr import get_log_uri
+from airflow.providers.amazon.aws.operators.emr import EmrCreateJobFlowOperator
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.providers.standard.hooks.subprocess import SubprocessHook
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
+from fruitflow_pipeline.cluster import terminate_clusters_of
 from fruitflow_pipeline.run import PipelineRun
 from fruitflow_pipeline.settings import LocalSettings
 from fruitflow_pipeline.steps import local_command, step_named
+
+FAILURE_XCOM_KEY = "failure"
+
+
+def record_failure(context) -> None:
+    """on_failure_callback: keep the task's error as an XCom, for the report written at the end."""
+    context["ti"].xcom_push(FAILURE_XCOM_KEY, str(context.get("exception") or "failed"))
 
 
 class LocalSparkStepOperator(BaseOperator):
@@ -88,3 +99,18 @@ class EmrStepWatcher(EmrStepSensor):
             response = self.hook.conn.describe_step(ClusterId=self.job_flow_id, StepId=self.step_id)
             raise AirflowException(f"EMR job failed: {self.failure_message_from_response(response)}")
         super().execute_complete(context, event)
+
+
+class EmrRunClusterOperator(EmrCreateJobFlowOperator):
+    """EmrCreateJobFlowOperator that leaves a DAG run at most one cluster.
+
+    A create retried after a lost response (EMR accepted the first request) or a cleared
+    and rerun DAG run would otherwise start a second cluster: this one first terminates the
+    live clusters tagged with this DAG run, then creates the new one.
+    """
+
+    def execute(self, context) -> str | None:
+        stale = terminate_clusters_of(self.hook.conn, context["run_id"])
+        if stale:
+            self.log.warning("terminated %s, started earlier by this DAG run, before creating its cluster", stale)
+        return super().execute(context)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from airflow.sdk import Param
 
-from fruitflow.contract import DEFAULT_BATCH_SIZE, DEFAULT_VARIANCE, WEIGHTS_IMAGENET, WEIGHTS_RANDOM
+from fruitflow.contract import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_VARIANCE,
+    IMAGE_EXTENSIONS,
+    WEIGHTS_IMAGENET,
+    WEIGHTS_RANDOM,
+    is_image_path,
+)
 from fruitflow_pipeline.cluster import ClusterShape
 from fruitflow_pipeline.run import PipelineRun
-from fruitflow_pipeline.settings import Settings, Target
+from fruitflow_pipeline.settings import Settings, Target, weights_problem
 from fruitflow_pipeline.storage import Storage, local_path
 
 URI_PATTERNS = {
@@ -41,7 +48,7 @@ def dag_params(settings: Settings) -> dict[str, Param]:
             description="PCA keeps the fewest components whose cumulative explained variance reaches this share.",
         ),
         "weights": Param(
-            WEIGHTS_IMAGENET, type="string", pattern=WEIGHTS_PATTERN, title="MobileNetV2 weights",
+            settings.weights, type="string", pattern=WEIGHTS_PATTERN, title="MobileNetV2 weights",
             description=f"'{WEIGHTS_IMAGENET}' (downloaded by the Spark driver), "
             f"'{WEIGHTS_RANDOM}' (seeded; tests only, "
             f"meaningless features) or {uri_hint.removeprefix('an ').removeprefix('a ')} of a Keras .h5 weights file.",
@@ -109,38 +116,61 @@ def _inside(inner: str, outer: str) -> bool:
     return inner == outer or inner.startswith(outer + "/")
 
 
-def validate_run(params: Mapping, settings: Settings, storage: Storage, key: str, code_version: str) -> ValidatedRun:
-    """The run that ``params`` describe, or InvalidParams naming every field that is wrong.
+def _images_problem(storage: Storage, images: str) -> str | None:
+    """None when the featurize job would find at least one image under ``images``. Stops listing
+    at the first image, so a large bucket costs one page."""
+    others = 0
+    for relative in storage.files_under(images):
+        if is_image_path(relative):
+            return None
+        others += 1
+    return (
+        f"images_uri: no {', '.join(IMAGE_EXTENSIONS)} files under {images}, {others} other file(s) "
+        "(is the path right? set FRUITFLOW_IMAGES_URI for nightly runs)"
+    )
 
-    Runs before any cluster exists: a run that cannot succeed costs no EC2 time.
+
+def validate_run(
+    params: Mapping,
+    conf: Mapping,
+    settings: Settings,
+    storage: Storage,
+    code_version: str,
+    claim_key: Callable[[str], str],
+) -> ValidatedRun:
+    """The run that ``params`` describe, or InvalidParams naming every problem.
+
+    ``conf`` is what the run was triggered with: a key that is no declared param is a typo, refused
+    rather than run on defaults. Runs before any cluster exists: a run that cannot succeed
+    costs no EC2 time. Only a valid run claims its folder: ``claim_key(results_uri)`` gives
+    the run key.
     """
     target = settings.target
     images = _normalise(params["images_uri"], target)
     results = _normalise(params["results_uri"], target)
     weights = params["weights"].strip()
     problems = []
+    # Airflow merges unknown conf keys into the run's params: compare with the params declared.
+    declared = dag_params(settings)
+    if unknown := sorted(set(conf) - set(declared)):
+        problems.append(f"conf: unknown key(s) {', '.join(unknown)}; the params are {', '.join(declared)}")
     if _inside(results, images) or _inside(images, results):
         problems.append(
             f"results_uri: {results} and images_uri {images} must not contain one another "
             "(outputs would be read back as images, or runs would delete images)"
         )
-    if not storage.has_files(images):
-        problems.append(
-            f"images_uri: no files under {images} (is the path right? set FRUITFLOW_IMAGES_URI for nightly runs)"
-        )
+    if images_problem := _images_problem(storage, images):
+        problems.append(images_problem)
     if weights not in (WEIGHTS_IMAGENET, WEIGHTS_RANDOM):
-        weights = _normalise(weights, target)
-        if target is Target.EMR and not weights.startswith("s3://"):
-            problems.append(
-                f"weights: {weights} must be '{WEIGHTS_IMAGENET}', '{WEIGHTS_RANDOM}' or an s3:// URI on EMR"
-            )
-        elif not storage.exists(weights):
+        if problem := weights_problem(weights, target):
+            problems.append(f"weights: {weights} {problem}")
+        elif not storage.exists(weights := _normalise(weights, target)):
             problems.append(f"weights: no file at {weights}")
     if problems:
         raise InvalidParams("; ".join(problems))
 
     run = PipelineRun(
-        key=key,
+        key=claim_key(results),
         images_uri=images,
         results_uri=results,
         code_version=code_version,

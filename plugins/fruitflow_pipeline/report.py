@@ -1,8 +1,10 @@
-"""After the steps: check what they wrote and summarise the run in report.json."""
+"""After the steps: check what they wrote; at the very end, summarise the run in report.json,
+whether it succeeded or failed."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Collection, Mapping
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from fruitflow.contract import ExplainedVariance
@@ -22,7 +24,8 @@ def count_csv_rows(storage: Storage, uri: str) -> tuple[list[str], int]:
     return header, sum(1 for _ in rows)
 
 
-def build_report(run: PipelineRun, storage: Storage, target: str, cluster_id: str | None = None) -> dict:
+def summarise_outputs(run: PipelineRun, storage: Storage) -> dict:
+    """Counts, k, timings and output URIs of a run whose three steps all finished."""
     metrics = {step.name: step.metrics.from_json(storage.read_text(run.metrics_uri(step.name))) for step in PIPELINE}
     explained = ExplainedVariance.from_json(storage.read_text(run.explained_variance_uri))
     if not storage.exists(run.csv_uri):
@@ -30,11 +33,6 @@ def build_report(run: PipelineRun, storage: Storage, target: str, cluster_id: st
     header, csv_rows = count_csv_rows(storage, run.csv_uri)
     featurize = metrics["featurize"]
     return {
-        "run": run.key,
-        "target": target,
-        "cluster_id": cluster_id,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "inputs": {"images_uri": run.images_uri, "weights": run.weights, "code_uri": run.code_uri},
         "counts": {
             "images": featurize.images,
             "featurised": featurize.featurised,
@@ -60,8 +58,8 @@ def build_report(run: PipelineRun, storage: Storage, target: str, cluster_id: st
     }
 
 
-def problems_in(report: dict, max_error_share: float) -> list[str]:
-    counts, pca = report["counts"], report["pca"]
+def problems_in(summary: dict, max_error_share: float) -> list[str]:
+    counts, pca = summary["counts"], summary["pca"]
     problems = []
     if counts["csv_rows"] != counts["featurised"]:
         problems.append(f"the CSV has {counts['csv_rows']} rows but {counts['featurised']} images were featurised")
@@ -70,19 +68,51 @@ def problems_in(report: dict, max_error_share: float) -> list[str]:
     if counts["error_share"] > max_error_share:
         problems.append(
             f"{counts['errors']} of {counts['images']} images could not be featurised "
-            f"({counts['error_share']:.1%} > the tolerated {max_error_share:.1%}); see {report['outputs']['errors']}"
+            f"({counts['error_share']:.1%} > the tolerated {max_error_share:.1%}); see {summary['outputs']['errors']}"
         )
     return problems
 
 
-def check_and_write_report(run: PipelineRun, storage: Storage, target: str, cluster_id: str | None = None) -> dict:
-    """Write report.json (also when a check fails, so the on-call engineer has the numbers),
-    then raise OutputCheckFailed listing every failed check."""
-    report = build_report(run, storage, target, cluster_id)
-    problems = problems_in(report, run.max_error_share)
-    report["status"] = "failed" if problems else "succeeded"
-    report["problems"] = problems
-    storage.write_text(run.report_uri, json.dumps(report, indent=2))
-    if problems:
-        raise OutputCheckFailed("; ".join(problems))
-    return report
+def steps_so_far(run: PipelineRun, storage: Storage) -> dict:
+    """What the steps that finished reported, for a run whose outputs could not be checked:
+    each finished step's metrics, by step name."""
+    return {
+        step.name: asdict(step.metrics.from_json(storage.read_text(run.metrics_uri(step.name))))
+        for step in PIPELINE
+        if storage.exists(run.metrics_uri(step.name))
+    }
+
+
+def run_report(
+    run: PipelineRun,
+    target: str,
+    task_states: Mapping[str, str | None],
+    failures: Mapping[str, str],
+    outputs: dict | None,
+    steps: Mapping[str, dict],
+    cluster_id: str | None = None,
+    teardowns: Collection[str] = (),
+) -> dict:
+    """report.json of a finished run, succeeded or failed.
+
+    ``task_states`` are the run's tasks in graph order, without the report's own task;
+    ``failures`` the error of each task that failed; ``outputs`` the checked outputs'
+    summary when the checks ran; ``steps`` the metrics of the steps that finished. As in
+    Airflow, a failed teardown does not fail the run, but it is the ``failed_task`` to look at.
+    """
+    failed = [task_id for task_id, state in task_states.items() if state == "failed"]
+    succeeded = all(state == "success" for task_id, state in task_states.items() if task_id not in teardowns)
+    report = {
+        "run": run.key,
+        "status": "succeeded" if succeeded and outputs is not None else "failed",
+        "target": target,
+        "cluster_id": cluster_id,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "inputs": {"images_uri": run.images_uri, "weights": run.weights, "code_uri": run.code_uri},
+        "failed_task": failed[0] if failed else None,
+        "error": failures.get(failed[0]) if failed else None,
+        "tasks": dict(task_states),
+    }
+    if outputs is not None:
+        return report | outputs | {"problems": problems_in(outputs, run.max_error_share)}
+    return report | {"steps_finished": dict(steps), "problems": []}

@@ -13,13 +13,25 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from fruitflow.contract import WEIGHTS_IMAGENET, WEIGHTS_RANDOM
+from fruitflow_pipeline import DEFAULT_JOBS_DIR, jobs_dir_from_env
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_JOBS_DIR = REPO_ROOT / "spark_jobs"
+DEFAULT_POKE_INTERVAL_SECONDS = 60.0
 
 
-def jobs_dir_from_env(env: Mapping[str, str] = os.environ) -> Path:
-    """Where the job code to ship is: FRUITFLOW_JOBS_DIR, or spark_jobs/ beside plugins/."""
-    return Path(env.get("FRUITFLOW_JOBS_DIR", "").strip() or DEFAULT_JOBS_DIR)
+def idle_timeout_for(poke_interval_seconds: float) -> int:
+    """EMR idle auto-termination, sized to the longest gap in which the DAG still needs an idle cluster.
+
+    On EMR 6.4+ a cluster is idle with no active YARN application, no pending step and HDFS
+    under 10% (EMR Management Guide, "Using an auto-termination policy"). Steps are added
+    seconds after the cluster is requested and run back to back, so the only idle gap of a
+    healthy run comes after the last step: the watcher's next poke, check_outputs and the
+    teardown's start. Two poke intervals plus ten minutes for a busy scheduler or a slow
+    check covers it; a cluster whose teardown never runs then stops within that time rather
+    than after an hour. EMR accepts 60 s to 7 days.
+    """
+    return max(60, round(2 * poke_interval_seconds) + 600)
 
 
 class Target(StrEnum):
@@ -31,6 +43,19 @@ class SettingError(ValueError):
     """A FRUITFLOW_* variable holds a value the pipeline cannot use."""
 
 
+def weights_problem(weights: str, target: Target) -> str | None:
+    """Why ``weights`` cannot be given to the featurize job on ``target``, or None when it can."""
+    if weights in (WEIGHTS_IMAGENET, WEIGHTS_RANDOM):
+        return None
+    if not weights.endswith(".h5"):
+        return f"must be '{WEIGHTS_IMAGENET}', '{WEIGHTS_RANDOM}' or a Keras .h5 weights file"
+    if target is Target.EMR and not weights.startswith("s3://"):
+        return "must be an s3:// URI on EMR: the cluster cannot read this machine's disk"
+    if target is Target.LOCAL and not weights.removeprefix("file://").removeprefix("file:").startswith("/"):
+        return "is a relative path: give an absolute path or a file:// URI (Spark would resolve it elsewhere)"
+    return None
+
+
 @dataclass(frozen=True)
 class EmrSettings:
     release_label: str = "emr-7.10.0"  # Spark 3.5.5, Python 3.11: matches pyspark in requirements.txt
@@ -38,7 +63,7 @@ class EmrSettings:
     instance_profile: str = "EMR_EC2_DefaultRole"
     subnet_id: str = ""
     log_uri: str = ""  # empty: <results_uri>/_emr_logs/
-    idle_timeout_seconds: int = 3600
+    idle_timeout_seconds: int = idle_timeout_for(DEFAULT_POKE_INTERVAL_SECONDS)
     python: str = "/usr/bin/python3.11"
 
 
@@ -60,8 +85,9 @@ class Settings:
     images_uri: str = ""
     results_uri: str = ""
     aws_conn_id: str = "aws_default"
+    weights: str = WEIGHTS_IMAGENET
     jobs_dir: Path = DEFAULT_JOBS_DIR
-    poke_interval_seconds: float = 60.0
+    poke_interval_seconds: float = DEFAULT_POKE_INTERVAL_SECONDS
     timeout_minutes: Mapping[str, int] = field(default_factory=lambda: {"featurize": 240, "pca": 60, "export_csv": 60})
     emr: EmrSettings = field(default_factory=EmrSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
@@ -99,6 +125,10 @@ class Settings:
             target = Target(raw_target)
         except ValueError:
             raise SettingError(f"FRUITFLOW_TARGET={raw_target!r}: use 'emr' or 'local'") from None
+        weights = text("WEIGHTS", WEIGHTS_IMAGENET)
+        if problem := weights_problem(weights, target):
+            raise SettingError(f"FRUITFLOW_WEIGHTS={weights!r} {problem}")
+        poke_interval = number("POKE_INTERVAL_SECONDS", cls.poke_interval_seconds, float)
         emr, local = EmrSettings(), LocalSettings()
         return cls(
             target=target,
@@ -106,8 +136,9 @@ class Settings:
             images_uri=text("IMAGES_URI"),
             results_uri=text("RESULTS_URI"),
             aws_conn_id=text("AWS_CONN_ID", cls.aws_conn_id),
+            weights=weights,
             jobs_dir=jobs_dir_from_env(env),
-            poke_interval_seconds=number("POKE_INTERVAL_SECONDS", cls.poke_interval_seconds, float),
+            poke_interval_seconds=poke_interval,
             timeout_minutes={
                 step: number(f"{step.upper()}_TIMEOUT_MINUTES", minutes)
                 for step, minutes in cls().timeout_minutes.items()
@@ -118,7 +149,7 @@ class Settings:
                 instance_profile=text("EMR_INSTANCE_PROFILE", emr.instance_profile),
                 subnet_id=text("EMR_SUBNET_ID"),
                 log_uri=text("EMR_LOG_URI"),
-                idle_timeout_seconds=number("EMR_IDLE_TIMEOUT_SECONDS", emr.idle_timeout_seconds),
+                idle_timeout_seconds=number("EMR_IDLE_TIMEOUT_SECONDS", idle_timeout_for(poke_interval)),
                 python=text("EMR_PYTHON", emr.python),
             ),
             local=LocalSettings(

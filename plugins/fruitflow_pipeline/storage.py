@@ -16,6 +16,7 @@ from fruitflow_pipeline.settings import Target
 class Storage(Protocol):
     def exists(self, uri: str) -> bool: ...
     def has_files(self, uri: str) -> bool: ...
+    def files_under(self, uri: str) -> Iterator[str]: ...
     def read_text(self, uri: str) -> str: ...
     def write_text(self, uri: str, text: str) -> None: ...
     def csv_rows(self, uri: str) -> Iterator[list[str]]: ...
@@ -32,7 +33,12 @@ class LocalStorage:
         return local_path(uri).exists()
 
     def has_files(self, uri: str) -> bool:
-        return any(path.is_file() for path in local_path(uri).rglob("*"))
+        return any(self.files_under(uri))
+
+    def files_under(self, uri: str) -> Iterator[str]:
+        """Paths of the files under the folder ``uri``, relative to it, as they are found."""
+        folder = local_path(uri)
+        return (path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
 
     def read_text(self, uri: str) -> str:
         return local_path(uri).read_text(encoding="utf-8")
@@ -78,6 +84,14 @@ class S3Storage:
         bucket, prefix = self._split(join_uri(uri, ""))
         response = self.hook.get_conn().list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
         return response.get("KeyCount", 0) > 0
+
+    def files_under(self, uri: str) -> Iterator[str]:
+        """Keys under the prefix ``uri``, relative to it, page by page as S3 lists them."""
+        bucket, prefix = self._split(join_uri(uri, ""))
+        pages = self.hook.get_conn().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            for item in page.get("Contents", []):
+                yield item["Key"].removeprefix(prefix)
 
     def read_text(self, uri: str) -> str:
         bucket, key = self._split(uri)

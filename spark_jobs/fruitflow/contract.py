@@ -18,8 +18,17 @@ DEFAULT_VARIANCE = 0.95
 DEFAULT_BATCH_SIZE = 64
 WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_RANDOM = "random"
+# What the featurize job reads as an image (any case); the DAG checks for them before starting a cluster.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # The file Keras' MobileNetV2(weights="imagenet") downloads: what to copy for a machine without internet.
 IMAGENET_WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
+
+
+def is_image_path(relative_path: str) -> bool:
+    """Whether the featurize job reads the file at this path under --images: an image extension,
+    and no hidden part (Spark's file listing skips files and folders starting with '.' or '_')."""
+    parts = relative_path.strip("/").split("/")
+    return parts[-1].lower().endswith(IMAGE_EXTENSIONS) and not any(part.startswith((".", "_")) for part in parts)
 
 
 def variance_share(text: str) -> float:

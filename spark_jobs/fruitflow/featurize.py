@@ -15,8 +15,8 @@ import pandas as pd
 
 from fruitflow import hadoop_fs
 from fruitflow.cli import JobError, run_job
-from fruitflow.contract import FeaturizeArguments, FeaturizeMetrics
-from fruitflow.images import IMAGE_EXTENSIONS, IMAGE_GLOB, ImageDecodeError, decode_image, normalize_uri, to_model_input
+from fruitflow.contract import IMAGE_EXTENSIONS, FeaturizeArguments, FeaturizeMetrics
+from fruitflow.images import IMAGE_GLOB, ImageDecodeError, decode_image, normalize_uri, to_model_input
 from fruitflow.model import FeatureExtractor, configure_tensorflow_threads, resolve_weights
 
 ARGUMENTS = FeaturizeArguments

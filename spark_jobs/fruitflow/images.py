@@ -9,7 +9,6 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 from PIL import Image
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Hadoop glob for binaryFile's pathGlobFilter; globs are case-sensitive, so spell out both cases.
 IMAGE_GLOB = "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
 MODEL_INPUT_SIZE = (224, 224)

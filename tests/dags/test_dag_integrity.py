@@ -6,9 +6,12 @@ import pytest
 
 EMR_ORDER = [
     "validate_params", "empty_run_folder", "upload_code", "create_cluster", "add_steps",
-    "watch_featurize", "watch_pca", "watch_export_csv", "check_outputs", "terminate_cluster",
+    "watch_featurize", "watch_pca", "watch_export_csv", "check_outputs", "terminate_cluster", "write_report",
 ]  # fmt: skip
-LOCAL_ORDER = ["validate_params", "empty_run_folder", "upload_code", "featurize", "pca", "export_csv", "check_outputs"]
+LOCAL_ORDER = [
+    "validate_params", "empty_run_folder", "upload_code", "featurize", "pca", "export_csv", "check_outputs",
+    "write_report",
+]  # fmt: skip
 
 
 def assert_chain(dag, order):
@@ -30,6 +33,19 @@ def test_dag_imports_and_is_scheduled_nightly_one_run_at_a_time(load_dag, target
     assert "When it fails" in dag.doc_md
 
 
+@pytest.mark.parametrize("target", ["emr", "local"])
+def test_every_run_past_validation_ends_with_a_report_whose_failure_changes_nothing(load_dag, target):
+    from fruitflow_pipeline.operators import record_failure
+
+    dag = load_dag(target)
+    validate, report = dag.get_task("validate_params"), dag.get_task("write_report")
+    assert validate.is_setup and report.is_teardown
+    assert report.upstream_task_ids >= {"validate_params"}
+    assert report.trigger_rule == "all_done_setup_success"  # runs after failures too, not after a refused param
+    assert report.on_failure_fail_dagrun is False
+    assert all(task.on_failure_callback == [record_failure] for task in dag.tasks)
+
+
 def test_schedule_follows_the_setting(load_dag):
     assert load_dag("local", schedule="15 4 * * *").schedule == "15 4 * * *"
 
@@ -40,6 +56,8 @@ def test_emr_graph_ends_with_the_cluster_teardown(load_dag):
     create, terminate = dag.get_task("create_cluster"), dag.get_task("terminate_cluster")
     assert terminate.is_teardown and create.is_setup
     assert terminate.trigger_rule == "all_done_setup_success"
+    # A teardown that fails the run would hide the failures before it: Airflow then judges the run by it alone.
+    assert terminate.on_failure_fail_dagrun is False
     assert "terminate_cluster" in create.downstream_task_ids
     assert dag.get_task("add_steps").retries == 0
     for name in ("featurize", "pca", "export_csv"):
@@ -77,6 +95,13 @@ def test_every_param_has_a_default_a_title_a_description_and_a_schema(load_dag, 
         assert param.schema.get("type"), name
     params.validate()  # the defaults themselves are valid, or scheduled runs could not start
     assert params["variance"] == 0.95 and params["weights"] == "imagenet"
+
+
+@pytest.mark.parametrize(("target", "weights"), [("emr", "s3://acme-models/mobilenet.h5"), ("local", "/models/m.h5")])
+def test_the_weights_setting_is_the_forms_default(load_dag, target, weights):
+    params = load_dag(target, weights=weights).params
+    assert params["weights"] == weights
+    params.validate()
 
 
 def test_emr_defaults_point_at_s3_and_emr_7(load_dag):

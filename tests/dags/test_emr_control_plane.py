@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime, timedelta
 from importlib import import_module
 
 import boto3
@@ -123,6 +124,10 @@ def clusters() -> list[dict]:
     return [emr.describe_cluster(ClusterId=c["Id"])["Cluster"] for c in emr.list_clusters()["Clusters"]]
 
 
+def run_key_of(run) -> str:
+    return run.get_task_instance("validate_params").xcom_pull(task_ids="validate_params")["run"]["key"]
+
+
 def calls_named(calls, operation) -> list[dict]:
     return [params for name, params in calls if name == operation]
 
@@ -156,7 +161,7 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
     (request,) = calls_named(aws_calls, "RunJobFlow")
     assert request["ReleaseLabel"] == "emr-7.10.0"
     assert request["LogUri"] == f"s3://{BUCKET}/results/_emr_logs/"
-    assert request["AutoTerminationPolicy"] == {"IdleTimeout": 3600}
+    assert request["AutoTerminationPolicy"] == {"IdleTimeout": 600}  # two 0.1 s pokes + 10 min: idle_timeout_for
     assert request["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
     assert request["BootstrapActions"][0]["ScriptBootstrapAction"]["Path"] == f"{code_uri}/bootstrap.sh"
     assert {"Key": "fruitflow-run", "Value": plan["run"]["key"]} in request["Tags"]
@@ -185,6 +190,7 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
 def test_a_failed_step_fails_the_run_cancels_the_rest_and_still_terminates(emr_dag, monkeypatch, capfd):
     FakeEmr(monkeypatch, fail_step="featurize")
     run = emr_dag.test(run_conf=CONF)
+    key = run_key_of(run)
 
     assert run.state == "failed"
     states = task_states(run)
@@ -201,6 +207,15 @@ def test_a_failed_step_fails_the_run_cancels_the_rest_and_still_terminates(emr_d
     assert "images folder does not exist" in log
     assert f"s3://{BUCKET}/results/_emr_logs/{cluster['Id']}/steps/" in log
 
+    report = read_json(f"results/{key}/report.json")
+    assert report["status"] == "failed" and report["failed_task"] == "watch_featurize"
+    assert "step featurize" in report["error"] and "images folder does not exist" in report["error"]
+    assert f"_emr_logs/{cluster['Id']}/steps/" in report["error"]
+    assert report["cluster_id"] == cluster["Id"]
+    assert report["tasks"]["terminate_cluster"] == "success" and report["tasks"]["watch_pca"] == "upstream_failed"
+    assert report["steps_finished"] == {}  # featurize wrote no metrics: no counts yet
+    assert states["write_report"] == "success"
+
 
 def test_outputs_that_do_not_add_up_fail_the_check_and_still_terminate(emr_dag, monkeypatch):
     FakeEmr(monkeypatch, csv_rows_short_by=2)
@@ -210,8 +225,7 @@ def test_outputs_that_do_not_add_up_fail_the_check_and_still_terminate(emr_dag, 
     states = task_states(run)
     assert states["check_outputs"] == "failed" and states["terminate_cluster"] == "success"
     assert clusters()[0]["Status"]["State"] == "TERMINATED"
-    key = run.get_task_instance("validate_params").xcom_pull(task_ids="validate_params")["run"]["key"]
-    report = read_json(f"results/{key}/report.json")
+    report = read_json(f"results/{run_key_of(run)}/report.json")
     assert report["status"] == "failed"
     assert report["problems"] == ["the CSV has 17 rows but 19 images were featurised"]
 
@@ -236,14 +250,131 @@ def test_a_bad_param_is_refused_before_any_cluster_exists(emr_dag, aws_calls, co
     assert clusters() == []
 
 
-def test_params_that_pass_the_form_but_not_the_world_fail_validation(emr_dag, aws_calls):
-    run = emr_dag.test(run_conf=CONF | {"images_uri": f"s3://{BUCKET}/no-such-folder"})
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        (
+            {"images_uri": f"s3://{BUCKET}/no-such-folder"},
+            "no .jpg, .jpeg, .png files under s3://fruits/no-such-folder",
+        ),
+        ({"images_uri": f"s3://{BUCKET}/docs"}, "no .jpg, .jpeg, .png files under s3://fruits/docs, 2 other file(s)"),
+        ({"foo": 1}, "conf: unknown key(s) foo; the params are images_uri, results_uri, variance"),
+    ],
+)
+def test_params_that_pass_the_form_but_not_the_world_start_no_cluster_and_claim_no_folder(
+    emr_dag, aws_calls, capfd, conf, message
+):
+    s3 = boto3.client("s3")
+    for name in ("docs/readme.txt", "docs/Kiwi/notes.txt"):
+        s3.put_object(Bucket=BUCKET, Key=name, Body=b"not an image")
+    run = emr_dag.test(run_conf=CONF | conf)
     assert run.state == "failed"
     states = task_states(run)
     assert states["validate_params"] == "failed"
     assert states["create_cluster"] == "upstream_failed"
+    assert states["write_report"] in ("skipped", "upstream_failed", None)  # refused runs leave no folder
+    assert message in capfd.readouterr().out
     assert not calls_named(aws_calls, "RunJobFlow")
     assert clusters() == []
+    assert not [key for key in s3_keys("results/") if not key.startswith("results/_code/")]
+
+
+def s3_keys(prefix: str) -> list[str]:
+    return [
+        item["Key"] for item in boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+    ]
+
+
+def test_two_runs_in_the_same_second_keep_both_outputs(emr_dag, monkeypatch):
+    FakeEmr(monkeypatch)
+    first = emr_dag.test(logical_date=datetime(2026, 11, 26, 8, 50, 43, 100000, tzinfo=UTC), run_conf=CONF)
+    second = emr_dag.test(logical_date=datetime(2026, 11, 26, 8, 50, 43, 300000, tzinfo=UTC), run_conf=CONF)
+
+    assert first.state == second.state == "success"
+    assert (run_key_of(first), run_key_of(second)) == ("20261126T085043Z", "20261126T085043Z-300000")
+    for run in (first, second):
+        folder = f"results/{run_key_of(run)}"
+        assert read_json(f"{folder}/_dag_run.json")["dag_run_id"] == run.run_id
+        assert read_json(f"{folder}/report.json")["run"] == run_key_of(run)
+        assert {f"{folder}/pca_features.csv", f"{folder}/metrics/featurize.json"} <= set(s3_keys(folder))
+    tags = [{t["Key"]: t["Value"] for t in cluster["Tags"]} for cluster in clusters()]
+    assert sorted(t["fruitflow-run"] for t in tags) == ["20261126T085043Z", "20261126T085043Z-300000"]
+
+
+def start_cluster(dag_run_id: str, key: str) -> str:
+    """A live cluster as create_cluster starts it, as far as finding it again goes: name and tags."""
+    from fruitflow_pipeline.cluster import dag_run_tag
+
+    return boto3.client("emr").run_job_flow(
+        Name=f"fruitflow-{key}",
+        ReleaseLabel="emr-7.10.0",
+        Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True},
+        JobFlowRole="EMR_EC2_DefaultRole",
+        ServiceRole="EMR_DefaultRole",
+        Tags=[{"Key": "airflow-dag-run-id", "Value": dag_run_tag(dag_run_id)}],
+    )["JobFlowId"]
+
+
+def cluster_state(cluster_id: str) -> str:
+    return boto3.client("emr").describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"]
+
+
+def test_a_retried_create_cluster_leaves_the_run_one_live_cluster(emr_dag, monkeypatch, aws_calls):
+    """The first RunJobFlow reaches EMR but its response is lost; Airflow retries create_cluster."""
+    from botocore.client import BaseClient
+    from botocore.exceptions import ReadTimeoutError
+
+    FakeEmr(monkeypatch)
+    other_run = start_cluster("scheduled__2026-11-25T02:00:00+00:00", "20261125T020000Z")
+    recorded_call = BaseClient._make_api_call  # aws_calls' recorder: every call still lands in aws_calls
+    lost = []
+
+    def lose_the_first_response(client, operation, params):
+        response = recorded_call(client, operation, params)
+        if operation == "RunJobFlow" and not lost:
+            lost.append(response["JobFlowId"])
+            raise ReadTimeoutError(endpoint_url="https://elasticmapreduce.eu-west-1.amazonaws.com/")
+        return response
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", lose_the_first_response)
+    emr_dag.get_task("create_cluster").retry_delay = timedelta(0)
+
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == "success", task_states(run)
+    (orphan,) = lost
+    (added,) = calls_named(aws_calls, "AddJobFlowSteps")
+    creates = [
+        params for params in calls_named(aws_calls, "RunJobFlow") if params["Name"] != "fruitflow-20261125T020000Z"
+    ]
+    assert len(creates) == 2 and added["JobFlowId"] not in (orphan, other_run)
+    terminations = [set(params["JobFlowIds"]) for params in calls_named(aws_calls, "TerminateJobFlows")]
+    assert terminations == [{orphan}, {added["JobFlowId"]}]  # the orphan went before the second cluster came
+    assert cluster_state(orphan) == cluster_state(added["JobFlowId"]) == "TERMINATED"
+    assert cluster_state(other_run) == "WAITING"  # another run's cluster is left alone
+
+
+def test_a_run_that_ends_failed_without_its_teardown_has_its_clusters_terminated(aws, monkeypatch):
+    """What Airflow does when a run ends failed, in the scheduler, or in the API server for a run
+    marked failed from the UI: it calls the listeners, among them fruitflow's cleanup plugin."""
+    from types import SimpleNamespace
+
+    from airflow.listeners.listener import get_listener_manager
+
+    monkeypatch.setenv("FRUITFLOW_TARGET", "emr")
+    run_id = "manual__2026-11-26T08:50:43.100000+00:00"
+    this_run, other_run = start_cluster(run_id, "20261126T085043Z"), start_cluster("manual__other", "20261126T085044Z")
+    failed_run = SimpleNamespace(dag_id="fruits_features", run_id=run_id)
+
+    get_listener_manager().hook.on_dag_run_failed(
+        dag_run=failed_run, msg="Dag Run's state was manually set to `failed`."
+    )
+
+    assert cluster_state(this_run) == "TERMINATED"
+    assert cluster_state(other_run) == "WAITING"
+    other_dag = SimpleNamespace(dag_id="some_other_dag", run_id="manual__other")
+    get_listener_manager().hook.on_dag_run_failed(dag_run=other_dag, msg="failed")
+    assert cluster_state(other_run) == "WAITING"
 
 
 def record_triggers(monkeypatch, fake_emr: FakeEmr) -> list:

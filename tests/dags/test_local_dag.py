@@ -40,6 +40,7 @@ def test_make_demo_runs_the_dag_and_reports_where_the_results_are(tmp_path):
         "pca",
         "export_csv",
         "check_outputs",
+        "write_report",
     ):
         assert f"  {task}\n" in demo.stdout
 
@@ -85,13 +86,14 @@ def test_too_many_broken_images_fail_the_run_with_a_report_and_replace_only_its_
             ["validate_params", "empty_run_folder", "upload_code", "featurize", "pca", "export_csv"], "success"
         ),
         "check_outputs": "failed",
+        "write_report": "success",
     }
     report = json.loads((this_run / "report.json").read_text())
     assert report["status"] == "failed"
     assert report["counts"] == {"images": 12, "featurised": 10, "errors": 2, "error_share": 0.166667, "csv_rows": 10}
-    assert report["problems"] == [
-        f"2 of 12 images could not be featurised (16.7% > the tolerated 10.0%); see {this_run / 'errors'}"
-    ]
+    problem = f"2 of 12 images could not be featurised (16.7% > the tolerated 10.0%); see {this_run / 'errors'}"
+    assert report["problems"] == [problem]
+    assert (report["failed_task"], report["error"]) == ("check_outputs", problem)
     errors = pd.read_parquet(this_run / "errors").sort_values("path")
     assert [Path(p).name for p in errors["path"]] == ["empty.jpg", "half.jpg"]
     assert len(pd.read_csv(this_run / "pca_features.csv")) == 10

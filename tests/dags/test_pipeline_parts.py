@@ -4,8 +4,9 @@ param validation, the code bundle and the output checks."""
 from __future__ import annotations
 
 import json
+import re
 import zipfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,10 @@ from fruitflow.contract import ExplainedVariance, ExportCsvMetrics, FeaturizeMet
 from fruitflow_pipeline.cluster import ClusterShape, job_flow_spec
 from fruitflow_pipeline.code_bundle import build_bundle, code_version
 from fruitflow_pipeline.params import InvalidParams, validate_run
-from fruitflow_pipeline.report import OutputCheckFailed, check_and_write_report
+from fruitflow_pipeline.report import problems_in, run_report, steps_so_far, summarise_outputs
 from fruitflow_pipeline.run import PipelineRun, run_key
-from fruitflow_pipeline.settings import EmrSettings, LocalSettings, SettingError, Settings, Target
+from fruitflow_pipeline.run_folder import RunFolderTaken, claim_run_folder, ensure_own
+from fruitflow_pipeline.settings import EmrSettings, LocalSettings, SettingError, Settings, Target, idle_timeout_for
 from fruitflow_pipeline.steps import PIPELINE, emr_step, local_command
 from fruitflow_pipeline.storage import LocalStorage
 
@@ -62,11 +64,45 @@ def test_settings_default_to_emr_with_every_knob_overridable():
         ({"FRUITFLOW_TARGET": "kubernetes"}, "use 'emr' or 'local'"),
         ({"FRUITFLOW_POKE_INTERVAL_SECONDS": "often"}, "is not a number"),
         ({"FRUITFLOW_EMR_IDLE_TIMEOUT_SECONDS": "-5"}, "must be positive"),
+        (
+            {"FRUITFLOW_TARGET": "local", "FRUITFLOW_WEIGHTS": "models/m.h5"},
+            "FRUITFLOW_WEIGHTS='models/m.h5' is a relative",
+        ),
+        ({"FRUITFLOW_WEIGHTS": "/models/m.h5"}, "must be an s3:// URI on EMR"),
+        ({"FRUITFLOW_WEIGHTS": "s3://b/m.bin"}, "must be 'imagenet', 'random' or a Keras .h5"),
     ],
 )
 def test_bad_settings_name_the_variable(env, message):
     with pytest.raises(SettingError, match=message):
         Settings.from_env(env)
+
+
+def test_weights_and_idle_timeout_settings():
+    assert Settings.from_env({}).weights == "imagenet"
+    assert Settings.from_env({"FRUITFLOW_WEIGHTS": "s3://models/mobilenet.h5"}).weights == "s3://models/mobilenet.h5"
+    local = {"FRUITFLOW_TARGET": "local", "FRUITFLOW_WEIGHTS": "file:///models/mobilenet.h5"}
+    assert Settings.from_env(local).weights == "file:///models/mobilenet.h5"
+    # Two pokes and ten minutes after the last step: 12 min with the default 60 s poke, not an hour.
+    assert Settings.from_env({}).emr.idle_timeout_seconds == idle_timeout_for(60) == 720
+    assert Settings.from_env({"FRUITFLOW_POKE_INTERVAL_SECONDS": "300"}).emr.idle_timeout_seconds == 1200
+    assert Settings.from_env({"FRUITFLOW_EMR_IDLE_TIMEOUT_SECONDS": "900"}).emr.idle_timeout_seconds == 900
+
+
+def test_run_folders_are_claimed_once_and_never_emptied_for_another_run(tmp_path):
+    storage, results = LocalStorage(), str(tmp_path)
+    moment = datetime(2026, 11, 26, 8, 50, 43, 200000, tzinfo=UTC)
+    assert claim_run_folder(storage, results, moment, "run-a") == "20261126T085043Z"
+    assert claim_run_folder(storage, results, moment, "run-a") == "20261126T085043Z"  # a retry keeps its folder
+    assert claim_run_folder(storage, results, moment, "run-b") == "20261126T085043Z-200000"
+    assert claim_run_folder(storage, results, moment, "run-c") == "20261126T085043Z-200000-2"
+    assert sorted(["20261126T085043Z", "20261126T085043Z-200000", "20261126T085044Z"])[0] == "20261126T085043Z"
+    ensure_own(storage, f"{results}/20261126T085043Z", "run-a")
+    with pytest.raises(RunFolderTaken, match="20261126T085043Z belongs to DAG run run-a, not to this DAG run .run-b."):
+        ensure_own(storage, f"{results}/20261126T085043Z", "run-b")
+    with pytest.raises(RunFolderTaken, match="has no _dag_run.json claiming it"):
+        ensure_own(storage, f"{results}/20261127T020000Z", "run-a")
+    (tmp_path / "20261120T020000Z").mkdir()  # written before folders were claimed: free to claim
+    assert claim_run_folder(storage, results, datetime(2026, 11, 20, 2, tzinfo=UTC), "run-d") == "20261120T020000Z"
 
 
 def test_run_key_is_the_logical_date_in_utc():
@@ -128,7 +164,7 @@ def test_emr_and_local_run_the_same_step_arguments():
 
 def test_job_flow_spec_is_a_transient_cluster_that_cleans_up_after_itself():
     emr = EmrSettings(subnet_id="subnet-123", idle_timeout_seconds=1800)
-    spec = job_flow_spec(RUN, SHAPE, emr)
+    spec = job_flow_spec(RUN, SHAPE, emr, "manual__2026-11-25T02:00:00.123456+00:00")
     assert spec["ReleaseLabel"] == "emr-7.10.0"
     assert spec["Applications"] == [{"Name": "Spark"}]
     assert spec["LogUri"] == "s3://fruits/results/_emr_logs/"
@@ -150,11 +186,15 @@ def test_job_flow_spec_is_a_transient_cluster_that_cleans_up_after_itself():
     assert (spec["ServiceRole"], spec["JobFlowRole"]) == ("EMR_DefaultRole", "EMR_EC2_DefaultRole")
     tags = {tag["Key"]: tag["Value"] for tag in spec["Tags"]}
     assert tags["fruitflow-run"] == RUN.key and tags["fruitflow-code"] == "abc123"
+    assert tags["airflow-dag-run-id"] == "manual__2026-11-25T02:00:00.123456+00:00"  # every character allowed in tags
 
 
 def test_no_task_group_without_task_nodes():
     shape = ClusterShape("emr-7.10.0", "m5.xlarge", "m5.2xlarge", 2, "m5.2xlarge", 0, "SPOT")
-    roles = [group["InstanceRole"] for group in job_flow_spec(RUN, shape, EmrSettings())["Instances"]["InstanceGroups"]]
+    roles = [
+        group["InstanceRole"]
+        for group in job_flow_spec(RUN, shape, EmrSettings(), "run")["Instances"]["InstanceGroups"]
+    ]
     assert roles == ["MASTER", "CORE"]
 
 
@@ -173,7 +213,9 @@ def image_folder(tmp_path) -> Path:
 def test_validated_local_run(image_folder, tmp_path):
     settings = Settings(target=Target.LOCAL)
     params = local_params(f"file://{image_folder}/", tmp_path / "results")
-    run = validate_run(params, settings, LocalStorage(), "K", "v1").run
+    claimed = []
+    run = validate_run(params, {}, settings, LocalStorage(), "v1", lambda results: claimed.append(results) or "K").run
+    assert claimed == [str(tmp_path / "results")] and run.key == "K"
     assert run.images_uri == str(image_folder)
     assert run.code_uri == f"{tmp_path}/results/_code/v1"
     assert (run.variance, run.weights, run.batch_size) == (0.95, "random", 64)
@@ -183,16 +225,29 @@ def test_validated_local_run(image_folder, tmp_path):
     ("overrides", "message"),
     [
         ({"results_uri": "{images}/out"}, "results_uri: .* must not contain one another"),
-        ({"images_uri": "{tmp}/empty"}, "images_uri: no files under"),
+        ({"images_uri": "{tmp}/empty"}, r"images_uri: no \.jpg, \.jpeg, \.png files under .*empty, 0 other file"),
+        ({"images_uri": "{tmp}/notes"}, r"images_uri: no \.jpg, \.jpeg, \.png files under .*notes, 3 other file"),
         ({"weights": "{tmp}/missing.h5"}, "weights: no file at"),
+        ({"weights": "weights/mobilenet.h5"}, "weights: weights/mobilenet.h5 is a relative path"),
+        ({"weights": "mobilenet.bin"}, "weights: mobilenet.bin must be 'imagenet', 'random' or a Keras .h5"),
     ],
 )
-def test_invalid_runs_name_the_field(image_folder, tmp_path, overrides, message):
+def test_invalid_runs_name_the_field_and_claim_no_folder(image_folder, tmp_path, overrides, message):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "notes" / "Kiwi").mkdir(parents=True)
+    for name in ("readme.txt", "Kiwi/photo.jpg.txt", "Kiwi/_hidden.jpg"):  # Spark's listing skips _hidden.jpg
+        (tmp_path / "notes" / name).write_text("not an image")
     params = local_params(image_folder, tmp_path / "results")
     params |= {key: value.format(images=image_folder, tmp=tmp_path) for key, value in overrides.items()}
     with pytest.raises(InvalidParams, match=message):
-        validate_run(params, Settings(target=Target.LOCAL), LocalStorage(), "K", "v1")
+        validate_run(params, {}, Settings(target=Target.LOCAL), LocalStorage(), "v1", claim_key=pytest.fail)
+
+
+def test_unknown_conf_keys_are_refused_naming_them_and_the_params(image_folder, tmp_path):
+    params = local_params(image_folder, tmp_path / "results")
+    conf = {"variance": 0.9, "varience": 0.8, "foo": 1}
+    with pytest.raises(InvalidParams, match=r"conf: unknown key\(s\) foo, varience; the params are images_uri, "):
+        validate_run(params, conf, Settings(target=Target.LOCAL), LocalStorage(), "v1", claim_key=pytest.fail)
 
 
 def test_code_bundle_holds_what_the_steps_and_bootstrap_need(tmp_path):
@@ -252,17 +307,20 @@ def local_run(tmp_path, max_error_share=0.05) -> PipelineRun:
     return PipelineRun("K", "/in", str(tmp_path), "v1", 0.9, "random", 64, max_error_share)
 
 
+LOCAL_TASKS = ["validate_params", "empty_run_folder", "upload_code", "featurize", "pca", "export_csv", "check_outputs"]
+
+
 def test_report_of_a_good_run(tmp_path):
     run = local_run(tmp_path)
     write_outputs(run, images=100, featurised=97, csv_rows=97)
-    report = check_and_write_report(run, LocalStorage(), "local")
-    written = json.loads(Path(run.report_uri).read_text())
-    assert written == json.loads(json.dumps(report))
-    assert written["status"] == "succeeded" and written["problems"] == []
-    assert written["counts"] == {"images": 100, "featurised": 97, "errors": 3, "error_share": 0.03, "csv_rows": 97}
-    assert written["pca"]["k"] == 2 and written["pca"]["csv_columns"] == 4
-    assert written["seconds"] == {"featurize": 3.5, "pca": 1.5, "export_csv": 0.5}
-    assert written["outputs"]["csv"] == run.csv_uri
+    summary = summarise_outputs(run, LocalStorage())
+    report = run_report(run, "local", dict.fromkeys(LOCAL_TASKS, "success"), {}, summary, {})
+    assert report["status"] == "succeeded" and report["problems"] == [] and report["failed_task"] is None
+    assert report["counts"] == {"images": 100, "featurised": 97, "errors": 3, "error_share": 0.03, "csv_rows": 97}
+    assert report["pca"]["k"] == 2 and report["pca"]["csv_columns"] == 4
+    assert report["seconds"] == {"featurize": 3.5, "pca": 1.5, "export_csv": 0.5}
+    assert report["outputs"]["csv"] == run.csv_uri
+    assert json.loads(json.dumps(report)) == report
 
 
 @pytest.mark.parametrize(
@@ -272,10 +330,27 @@ def test_report_of_a_good_run(tmp_path):
         (90, 90, r"10 of 100 images could not be featurised \(10.0% > the tolerated 5.0%\)"),
     ],
 )
-def test_bad_outputs_fail_the_check_but_still_leave_a_report(tmp_path, featurised, csv_rows, message):
+def test_bad_outputs_fail_the_check_and_the_report_lists_the_problem(tmp_path, featurised, csv_rows, message):
     run = local_run(tmp_path)
     write_outputs(run, images=100, featurised=featurised, csv_rows=csv_rows)
-    with pytest.raises(OutputCheckFailed, match=message):
-        check_and_write_report(run, LocalStorage(), "local")
-    written = json.loads(Path(run.report_uri).read_text())
-    assert written["status"] == "failed" and len(written["problems"]) == 1
+    summary = summarise_outputs(run, LocalStorage())
+    (problem,) = problems_in(summary, run.max_error_share)
+    assert re.search(message, problem)
+    states = dict.fromkeys(LOCAL_TASKS, "success") | {"check_outputs": "failed"}
+    report = run_report(run, "local", states, {"check_outputs": problem}, summary, {})
+    assert report["status"] == "failed" and report["problems"] == [problem]
+    assert (report["failed_task"], report["error"]) == ("check_outputs", problem)
+
+
+def test_a_failed_step_leaves_a_report_naming_it_with_the_counts_so_far(tmp_path):
+    run = local_run(tmp_path)
+    write_outputs(run, images=100, featurised=97, csv_rows=97)
+    Path(run.metrics_uri("export_csv")).unlink()
+    states = dict.fromkeys(LOCAL_TASKS, "success") | {"export_csv": "failed", "check_outputs": "upstream_failed"}
+    error = "step export_csv failed with exit code 1: export_csv: error: PCA output /x does not exist (run pca first)"
+    report = run_report(run, "local", states, {"export_csv": error}, None, steps_so_far(run, LocalStorage()))
+    assert report["status"] == "failed"
+    assert (report["failed_task"], report["error"]) == ("export_csv", error)
+    assert report["tasks"]["check_outputs"] == "upstream_failed"
+    assert set(report["steps_finished"]) == {"featurize", "pca"}
+    assert report["steps_finished"]["featurize"]["featurised"] == 97 and report["steps_finished"]["pca"]["k"] == 2
