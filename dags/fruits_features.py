@@ -102,9 +102,10 @@ def validate_params(params=None, logical_date=None, dag_run=None) -> dict:
     return plan
 
 
-@task
-def empty_run_folder(run: dict, run_id=None) -> str:
-    """Delete what an earlier try of this DAG run left in its folder; never another run's folder."""
+@task(multiple_outputs=False)
+def empty_run_folder(run: dict, run_id=None) -> dict:
+    """Delete what an earlier try of this DAG run left in its folder; never another run's folder.
+    Hands the run on, its folder ready."""
     folder, store = PipelineRun.from_xcom(run).uri, storage()
     try:
         ensure_own(store, folder, run_id)
@@ -112,17 +113,18 @@ def empty_run_folder(run: dict, run_id=None) -> str:
         raise AirflowFailException(str(problem)) from None
     store.delete_folder(folder)
     mark(store, folder, run_id)
-    return folder
+    return run
 
 
-@task
-def upload_code(run: dict) -> str:
-    """Upload the job code under its version (runs of unchanged code share one upload)."""
+@task(multiple_outputs=False)
+def upload_code(run: dict) -> dict:
+    """Upload the job code under its version (runs of unchanged code share one upload).
+    Hands the run on, its code in place."""
     pipeline_run = PipelineRun.from_xcom(run)
     with tempfile.TemporaryDirectory(prefix="fruitflow-code-") as staging:
         bundle = build_bundle(SETTINGS.jobs_dir, Path(staging), pipeline_run.code_version)
         storage().upload(bundle, pipeline_run.code_uri)
-    return pipeline_run.code_uri
+    return run
 
 
 @task
@@ -190,10 +192,9 @@ with DAG(
     tags=["fruitflow", "features", SETTINGS.target.value],
     doc_md=__doc__,
 ) as dag:
+    # The validated run flows from task to task, so each edge of the graph is data a task reads.
     plan = validate_params()
-    folder_emptied = empty_run_folder(plan["run"])
-    code_uploaded = upload_code(plan["run"])
-    outputs_checked = check_outputs(plan["run"])
+    run_with_code = upload_code(empty_run_folder(plan["run"]))
 
     if SETTINGS.target is Target.EMR:
         create_cluster = EmrRunClusterOperator(
@@ -231,21 +232,24 @@ with DAG(
             aws_conn_id=SETTINGS.aws_conn_id,
             deferrable=DEFER_WAITS,
         ).as_teardown(setups=create_cluster)
+        outputs_checked = check_outputs(run_with_code)
         report_written = write_report(plan["run"], outputs_checked.operator.task_id, create_cluster.task_id)
-        pipeline_tasks = [create_cluster, add_steps, *run_steps, outputs_checked, terminate_cluster]
+        pipeline_tasks = [run_with_code, create_cluster, add_steps, *run_steps, outputs_checked, terminate_cluster]
     else:
-        run_steps = [
-            LocalSparkStepOperator(
-                task_id=step.name,
-                step=step.name,
-                run=plan["run"],
-                local=SETTINGS.local,
-                execution_timeout=step_timeout(step.name),
-                retries=0,
+        run_steps = []
+        for step in PIPELINE:
+            run_steps.append(
+                LocalSparkStepOperator(
+                    task_id=step.name,
+                    step=step.name,
+                    run=run_steps[-1].output if run_steps else run_with_code,
+                    local=SETTINGS.local,
+                    execution_timeout=step_timeout(step.name),
+                    retries=0,
+                )
             )
-            for step in PIPELINE
-        ]
+        outputs_checked = check_outputs(run_steps[-1].output)
         report_written = write_report(plan["run"], outputs_checked.operator.task_id)
         pipeline_tasks = [*run_steps, outputs_checked]
 
-    chain(folder_emptied, code_uploaded, *pipeline_tasks, report_written.as_teardown(setups=plan))
+    chain(*pipeline_tasks, report_written.as_teardown(setups=plan))

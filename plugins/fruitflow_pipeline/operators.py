@@ -41,12 +41,14 @@ class LocalSparkStepOperator(BaseOperator):
         self.local = local
         self._hook: SubprocessHook | None = None
 
-    def execute(self, context) -> None:
+    def execute(self, context) -> dict:
+        """Run the step; hands the run on to the next step."""
         command, environment = local_command(step_named(self.step), PipelineRun.from_xcom(self.run), self.local)
         self._hook = SubprocessHook()
         result = self._hook.run_command(command, env={**os.environ, **environment})
         if result.exit_code != 0:
             raise AirflowException(f"step {self.step} failed with exit code {result.exit_code}: {result.output}")
+        return self.run
 
     def on_kill(self) -> None:
         if self._hook is not None:

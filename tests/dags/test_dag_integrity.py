@@ -46,6 +46,31 @@ def test_every_run_past_validation_ends_with_a_report_whose_failure_changes_noth
     assert all(task.on_failure_callback == [record_failure] for task in dag.tasks)
 
 
+def test_local_graph_is_one_line_along_which_the_run_flows(load_dag):
+    dag = load_dag("local")
+    upstream = {task.task_id: task.upstream_task_ids for task in dag.tasks}
+    for before, after in zip(LOCAL_ORDER, LOCAL_ORDER[1:-1], strict=False):
+        assert upstream[after] == {before}, after
+    assert upstream["write_report"] == {"check_outputs", "validate_params"}  # its setup, and the run to report
+
+
+def test_emr_graph_edges_are_the_data_each_task_reads(load_dag):
+    dag = load_dag("emr")
+    assert {task.task_id: task.upstream_task_ids for task in dag.tasks} == {
+        "validate_params": set(),
+        "empty_run_folder": {"validate_params"},
+        "upload_code": {"empty_run_folder"},
+        "create_cluster": {"upload_code", "validate_params"},  # after the code, with the cluster request
+        "add_steps": {"create_cluster", "validate_params"},  # the cluster id, the steps
+        "watch_featurize": {"add_steps", "create_cluster"},  # the step ids, the cluster id
+        "watch_pca": {"watch_featurize", "add_steps", "create_cluster"},
+        "watch_export_csv": {"watch_pca", "add_steps", "create_cluster"},
+        "check_outputs": {"watch_export_csv", "upload_code"},  # after the last step, with the run
+        "terminate_cluster": {"check_outputs", "create_cluster"},
+        "write_report": {"terminate_cluster", "validate_params"},
+    }
+
+
 def test_schedule_follows_the_setting(load_dag):
     assert load_dag("local", schedule="15 4 * * *").schedule == "15 4 * * *"
 
