@@ -15,7 +15,6 @@ from fruitflow_pipeline.settings import Target
 
 class Storage(Protocol):
     def exists(self, uri: str) -> bool: ...
-    def has_files(self, uri: str) -> bool: ...
     def files_under(self, uri: str) -> Iterator[str]: ...
     def read_text(self, uri: str) -> str: ...
     def write_text(self, uri: str, text: str) -> None: ...
@@ -31,9 +30,6 @@ def local_path(uri: str) -> Path:
 class LocalStorage:
     def exists(self, uri: str) -> bool:
         return local_path(uri).exists()
-
-    def has_files(self, uri: str) -> bool:
-        return any(self.files_under(uri))
 
     def files_under(self, uri: str) -> Iterator[str]:
         """Paths of the files under the folder ``uri``, relative to it, as they are found."""
@@ -78,9 +74,9 @@ class S3Storage:
 
     def exists(self, uri: str) -> bool:
         bucket, key = self._split(uri)
-        return self.hook.check_for_key(key, bucket) or self.has_files(uri)
+        return self.hook.check_for_key(key, bucket) or self._has_objects_under(uri)
 
-    def has_files(self, uri: str) -> bool:
+    def _has_objects_under(self, uri: str) -> bool:
         bucket, prefix = self._split(join_uri(uri, ""))
         response = self.hook.get_conn().list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
         return response.get("KeyCount", 0) > 0
