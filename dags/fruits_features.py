@@ -97,7 +97,9 @@ def validate_params(params=None, logical_date=None, dag_run=None) -> dict:
         raise AirflowFailException(f"invalid params: {problem}") from None
     plan = {"run": validated.run.to_xcom()}
     if SETTINGS.target is Target.EMR:
-        plan["cluster_request"] = job_flow_spec(validated.run, validated.cluster, SETTINGS.emr, dag_run.run_id)
+        plan["cluster_request"] = job_flow_spec(
+            validated.run, validated.cluster, SETTINGS.emr, dag_run.run_id, validated.executors
+        )
         plan["emr_steps"] = [emr_step(step, validated.run) for step in PIPELINE]
     return plan
 

@@ -19,7 +19,7 @@ from fruitflow_pipeline.steps import PIPELINE, emr_step, local_command, step_nam
 
 RUNS = {
     "emr": PipelineRun(
-        "20261125T020000Z", "s3://fruits/images", "s3://fruits/results", "abc123", 0.9, "s3://w/m.h5", 32, 0.05
+        "20261125T020000Z", "s3://fruits/images", "s3://fruits/results", "abc123", 0.9, "s3://w/m.h5", 32, 0.05, 64
     ),
     "local": PipelineRun("20261125T020000Z", "/data/images", "/data/results", "abc123", 0.95, "random", 64, 0.05),
 }

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 from fruitflow_pipeline.run import PipelineRun, join_uri
 from fruitflow_pipeline.settings import EmrSettings
+from fruitflow_pipeline.sizing import ExecutorPlan
 
 # The last tag lets EMR's v2 managed service policy (AmazonEMRServicePolicy_v2) act on the
 # cluster's instances; the tags are propagated to every EC2 instance of the cluster.
 TAGS = {"project": "fruitflow", "managed-by": "airflow", "for-use-with-amazon-emr-managed-policies": "true"}
 DAG_RUN_TAG = "airflow-dag-run-id"
+EXECUTORS_TAG = "fruitflow-executors"
 NAME_PREFIX = "fruitflow-"
 LIVE_STATES = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
 
@@ -42,7 +44,7 @@ def _instance_groups(shape: ClusterShape) -> list[dict]:
     return groups
 
 
-def _spark_configurations(emr: EmrSettings) -> list[dict]:
+def _spark_configurations(emr: EmrSettings, executors: ExecutorPlan) -> list[dict]:
     return [
         {
             "Classification": "spark-env",
@@ -54,9 +56,12 @@ def _spark_configurations(emr: EmrSettings) -> list[dict]:
                 "spark.pyspark.python": emr.python,
                 "spark.pyspark.driver.python": emr.python,
                 "spark.sql.execution.arrow.pyspark.enabled": "true",
-                # TensorFlow and the decoded images live in the Python workers, outside the JVM heap.
-                "spark.executor.memoryOverhead": "3g",
+                # The Python workers (TensorFlow, decoded images) live in each executor's overhead.
+                **executors.spark_defaults(),
                 "spark.driver.memory": "4g",
+                # The PCA job collects up to 64 partial moments of 1280 x 1280 doubles (13 MB each,
+                # 840 MB in all): over half of Spark's 1g default. 2g leaves room, within the 4g driver.
+                "spark.driver.maxResultSize": "2g",
                 "spark.python.worker.reuse": "true",
                 "spark.sql.adaptive.enabled": "true",
             },
@@ -69,12 +74,23 @@ def dag_run_tag(dag_run_id: str) -> str:
     return re.sub(r"[^\w .:/=+\-@]", "_", dag_run_id, flags=re.ASCII)[:256]
 
 
-def job_flow_spec(run: PipelineRun, shape: ClusterShape, emr: EmrSettings, dag_run_id: str) -> dict:
+def worker_groups(shape: ClusterShape) -> list[tuple[str, int]]:
+    """The groups that run executors: core nodes, and task nodes when there are any."""
+    return [
+        (shape.core_instance_type, shape.core_instance_count),
+        (shape.task_instance_type, shape.task_instance_count),
+    ]
+
+
+def job_flow_spec(
+    run: PipelineRun, shape: ClusterShape, emr: EmrSettings, dag_run_id: str, executors: ExecutorPlan
+) -> dict:
     """RunJobFlow request for ``run``: Spark on ``shape``, bootstrapped with the run's code version.
 
     The cluster waits for steps (they are added once it exists) and terminates itself after
     ``idle_timeout_seconds`` without work, should the DAG's teardown never run. It is tagged
-    with the DAG run that owns it, so that run's clusters can be found and stopped.
+    with the DAG run that owns it, so that run's clusters can be found and stopped, and with
+    its executor plan.
     """
     instances: dict = {
         "InstanceGroups": _instance_groups(shape),
@@ -83,7 +99,13 @@ def job_flow_spec(run: PipelineRun, shape: ClusterShape, emr: EmrSettings, dag_r
     }
     if emr.subnet_id:
         instances["Ec2SubnetId"] = emr.subnet_id
-    tags = {**TAGS, "fruitflow-run": run.key, "fruitflow-code": run.code_version, DAG_RUN_TAG: dag_run_tag(dag_run_id)}
+    tags = {
+        **TAGS,
+        "fruitflow-run": run.key,
+        "fruitflow-code": run.code_version,
+        DAG_RUN_TAG: dag_run_tag(dag_run_id),
+        EXECUTORS_TAG: executors.describe(),
+    }
     return {
         "Name": f"{NAME_PREFIX}{run.key}",
         "ReleaseLabel": shape.release_label,
@@ -99,7 +121,7 @@ def job_flow_spec(run: PipelineRun, shape: ClusterShape, emr: EmrSettings, dag_r
                 },
             }
         ],
-        "Configurations": _spark_configurations(emr),
+        "Configurations": _spark_configurations(emr, executors),
         "AutoTerminationPolicy": {"IdleTimeout": emr.idle_timeout_seconds},
         "StepConcurrencyLevel": 1,
         "ServiceRole": emr.service_role,

@@ -14,7 +14,7 @@ from airflow.providers.standard.hooks.subprocess import SubprocessHook
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from fruitflow_pipeline.cluster import terminate_clusters_of
+from fruitflow_pipeline.cluster import EXECUTORS_TAG, terminate_clusters_of
 from fruitflow_pipeline.run import PipelineRun
 from fruitflow_pipeline.settings import LocalSettings
 from fruitflow_pipeline.steps import local_command, step_named
@@ -112,6 +112,8 @@ class EmrRunClusterOperator(EmrCreateJobFlowOperator):
     """
 
     def execute(self, context) -> str | None:
+        tags = {tag["Key"]: tag["Value"] for tag in self.job_flow_overrides.get("Tags", [])}
+        self.log.info("executor plan: %s", tags.get(EXECUTORS_TAG))
         stale = terminate_clusters_of(self.hook.conn, context["run_id"])
         if stale:
             self.log.warning("terminated %s, started earlier by this DAG run, before creating its cluster", stale)

@@ -15,9 +15,10 @@ from fruitflow.contract import (
     WEIGHTS_RANDOM,
     is_image_path,
 )
-from fruitflow_pipeline.cluster import ClusterShape
+from fruitflow_pipeline.cluster import ClusterShape, worker_groups
 from fruitflow_pipeline.run import PipelineRun
 from fruitflow_pipeline.settings import Settings, Target, weights_problem
+from fruitflow_pipeline.sizing import ExecutorPlan, SizingError, plan_executors
 from fruitflow_pipeline.storage import Storage, local_path
 
 URI_PATTERNS = {
@@ -105,6 +106,7 @@ class InvalidParams(ValueError):
 class ValidatedRun:
     run: PipelineRun
     cluster: ClusterShape | None
+    executors: ExecutorPlan | None
 
 
 def _normalise(uri: str, target: Target) -> str:
@@ -166,6 +168,21 @@ def validate_run(
             problems.append(f"weights: {weights} {problem}")
         elif not storage.exists(weights := _normalise(weights, target)):
             problems.append(f"weights: no file at {weights}")
+    cluster = executors = None
+    if target is Target.EMR:
+        cluster = ClusterShape(
+            release_label=params["release_label"],
+            primary_instance_type=params["primary_instance_type"],
+            core_instance_type=params["core_instance_type"],
+            core_instance_count=int(params["core_instance_count"]),
+            task_instance_type=params["task_instance_type"],
+            task_instance_count=int(params["task_instance_count"]),
+            task_market=params["task_market"],
+        )
+        try:
+            executors = plan_executors(worker_groups(cluster))
+        except SizingError as problem:
+            problems.append(f"cluster: {problem}")
     if problems:
         raise InvalidParams("; ".join(problems))
 
@@ -178,16 +195,7 @@ def validate_run(
         weights=weights,
         batch_size=int(params["batch_size"]),
         max_error_share=float(params["max_error_share"]),
+        partitions=executors.partitions if executors else None,
+        executor_plan=executors.describe() if executors else None,
     )
-    cluster = None
-    if target is Target.EMR:
-        cluster = ClusterShape(
-            release_label=params["release_label"],
-            primary_instance_type=params["primary_instance_type"],
-            core_instance_type=params["core_instance_type"],
-            core_instance_count=int(params["core_instance_count"]),
-            task_instance_type=params["task_instance_type"],
-            task_instance_count=int(params["task_instance_count"]),
-            task_market=params["task_market"],
-        )
-    return ValidatedRun(run, cluster)
+    return ValidatedRun(run, cluster, executors)

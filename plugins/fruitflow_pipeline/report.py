@@ -107,6 +107,7 @@ def run_report(
         "status": "succeeded" if succeeded and outputs is not None else "failed",
         "target": target,
         "cluster_id": cluster_id,
+        "executor_plan": run.executor_plan,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "inputs": {"images_uri": run.images_uri, "weights": run.weights, "code_uri": run.code_uri},
         "failed_task": failed[0] if failed else None,

@@ -25,6 +25,8 @@ class PipelineRun:
     weights: str
     batch_size: int
     max_error_share: float
+    partitions: int | None = None  # featurize tasks: set on EMR from the executor plan, Spark's default locally
+    executor_plan: str | None = None  # EMR: the executors' layout, for the log and the report
 
     @property
     def uri(self) -> str:

@@ -42,6 +42,7 @@ def _featurize_arguments(run: PipelineRun) -> FeaturizeArguments:
         errors=run.errors_uri,
         weights=run.weights,
         batch_size=run.batch_size,
+        partitions=run.partitions,
         metrics=run.metrics_uri("featurize"),
     )
 

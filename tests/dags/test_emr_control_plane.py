@@ -136,7 +136,7 @@ def read_json(key: str) -> dict:
     return json.loads(boto3.client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read())
 
 
-def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monkeypatch, aws_calls):
+def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monkeypatch, aws_calls, capfd):
     FakeEmr(monkeypatch)
     run = emr_dag.test(run_conf=CONF)
 
@@ -173,6 +173,9 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
     assert argument(featurize_args, "--images") == f"s3://{BUCKET}/images"
     assert argument(featurize_args, "--output") == f"{run_uri}/features"
     assert argument(featurize_args, "--weights") == "random"
+    assert argument(featurize_args, "--partitions") == "64"  # 16 task slots x 4, not YARN's parallelism at start
+    defaults = next(c for c in request["Configurations"] if c["Classification"] == "spark-defaults")["Properties"]
+    assert (defaults["spark.executor.cores"], defaults["spark.executor.memoryOverhead"]) == ("4", "8064m")
     assert argument(added["Steps"][1]["HadoopJarStep"]["Args"], "--variance") == "0.95"
     assert argument(added["Steps"][2]["HadoopJarStep"]["Args"], "--output") == f"{run_uri}/pca_features.csv"
 
@@ -181,6 +184,9 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
     assert cluster["ReleaseLabel"] == "emr-7.10.0"
 
     report = read_json(f"results/{plan['run']['key']}/report.json")
+    plan_line = "2 nodes x 2 executors x 4 cores = 16 task slots with 7.9 GB Python memory and 4.1 GB heap per executor"
+    assert report["executor_plan"] == plan_line
+    assert f"executor plan: {plan_line}" in capfd.readouterr().out  # create_cluster's log
     assert report["status"] == "succeeded"
     assert report["cluster_id"] == cluster["Id"]
     assert report["counts"] == {"images": 20, "featurised": 19, "errors": 1, "error_share": 0.05, "csv_rows": 19}
@@ -259,6 +265,7 @@ def test_a_bad_param_is_refused_before_any_cluster_exists(emr_dag, aws_calls, co
         ),
         ({"images_uri": f"s3://{BUCKET}/docs"}, "no .jpg, .jpeg, .png files under s3://fruits/docs, 2 other file(s)"),
         ({"foo": 1}, "conf: unknown key(s) foo; the params are images_uri, results_uri, variance"),
+        ({"core_instance_type": "c5.4xlarge"}, "cluster: c5.4xlarge has 1536 MB of YARN memory per vCPU"),
     ],
 )
 def test_params_that_pass_the_form_but_not_the_world_start_no_cluster_and_claim_no_folder(

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from fruitflow.contract import ExplainedVariance, ExportCsvMetrics, FeaturizeMetrics, PcaMetrics
-from fruitflow_pipeline.cluster import ClusterShape, job_flow_spec
+from fruitflow_pipeline.cluster import ClusterShape, job_flow_spec, worker_groups
 from fruitflow_pipeline.code_bundle import build_bundle, code_version
 from fruitflow_pipeline.params import InvalidParams, validate_run
 from fruitflow_pipeline.report import problems_in, run_report, steps_so_far, summarise_outputs
 from fruitflow_pipeline.run import PipelineRun, run_key
 from fruitflow_pipeline.run_folder import RunFolderTaken, claim_run_folder, ensure_own
 from fruitflow_pipeline.settings import EmrSettings, LocalSettings, SettingError, Settings, Target, idle_timeout_for
+from fruitflow_pipeline.sizing import SizingError, plan_executors
 from fruitflow_pipeline.steps import PIPELINE, emr_step, local_command
 from fruitflow_pipeline.storage import LocalStorage
 
@@ -164,7 +165,8 @@ def test_emr_and_local_run_the_same_step_arguments():
 
 def test_job_flow_spec_is_a_transient_cluster_that_cleans_up_after_itself():
     emr = EmrSettings(subnet_id="subnet-123", idle_timeout_seconds=1800)
-    spec = job_flow_spec(RUN, SHAPE, emr, "manual__2026-11-25T02:00:00.123456+00:00")
+    executors = plan_executors(worker_groups(SHAPE))
+    spec = job_flow_spec(RUN, SHAPE, emr, "manual__2026-11-25T02:00:00.123456+00:00", executors)
     assert spec["ReleaseLabel"] == "emr-7.10.0"
     assert spec["Applications"] == [{"Name": "Spark"}]
     assert spec["LogUri"] == "s3://fruits/results/_emr_logs/"
@@ -182,18 +184,65 @@ def test_job_flow_spec_is_a_transient_cluster_that_cleans_up_after_itself():
         "Args": [f"{RUN.code_uri}/requirements.txt", "/usr/bin/python3.11"],
     }
     spark_env = next(c for c in spec["Configurations"] if c["Classification"] == "spark-env")
+    defaults = next(c for c in spec["Configurations"] if c["Classification"] == "spark-defaults")["Properties"]
+    assert defaults.items() >= executors.spark_defaults().items()
+    assert defaults["spark.driver.maxResultSize"] == "2g"
     assert spark_env["Configurations"][0]["Properties"]["PYSPARK_PYTHON"] == "/usr/bin/python3.11"
     assert (spec["ServiceRole"], spec["JobFlowRole"]) == ("EMR_DefaultRole", "EMR_EC2_DefaultRole")
     tags = {tag["Key"]: tag["Value"] for tag in spec["Tags"]}
     assert tags["fruitflow-run"] == RUN.key and tags["fruitflow-code"] == "abc123"
     assert tags["airflow-dag-run-id"] == "manual__2026-11-25T02:00:00.123456+00:00"  # every character allowed in tags
+    assert tags["fruitflow-executors"] == executors.describe()
+    assert re.fullmatch(r"[\w .:/=+\-@]+", executors.describe())  # EMR refuses other characters in tags
+
+
+def test_default_shape_gives_every_core_a_task_and_each_python_worker_its_memory():
+    plan = plan_executors([("m5.2xlarge", 2), ("m5.2xlarge", 0)])
+    # m5.2xlarge: 8 vCPUs, 24576 MB of YARN memory: two executors of 4 cores and 12288 MB each.
+    assert (plan.executors, plan.executor_cores, plan.task_slots, plan.partitions) == (4, 4, 16, 64)
+    assert plan.overhead_mb == 4 * 1920 + 384  # a 1536 MB TensorFlow worker per core, +25%, + the JVM's own
+    assert plan.heap_mb + plan.overhead_mb == 12288
+    assert plan.spark_defaults() == {
+        "spark.executor.cores": "4",
+        "spark.executor.memory": "4224m",
+        "spark.executor.memoryOverhead": "8064m",
+    }
+    assert plan.describe() == (
+        "2 nodes x 2 executors x 4 cores = 16 task slots with 7.9 GB Python memory and 4.1 GB heap per executor"
+    )
+
+
+def test_memory_rich_and_mixed_shapes():
+    r5 = plan_executors([("r5.2xlarge", 3)])
+    assert (r5.task_slots, r5.heap_mb + r5.overhead_mb) == (24, 57344 // 2)
+    mixed = plan_executors([("m5.2xlarge", 2), ("m5.4xlarge", 4)])  # one executor size fits both
+    assert (mixed.executors, mixed.task_slots) == (2 * 2 + 4 * 4, 80)
+    assert mixed.heap_mb + mixed.overhead_mb == 12288  # what the tighter m5.2xlarge allows
+    assert mixed.describe().startswith("20 executors x 4 cores on 6 nodes = 80 task slots with 7.9 GB")
+    small = plan_executors([("m5.xlarge", 1)])
+    assert (small.executors, small.executor_cores, small.heap_mb) == (1, 4, 12288 - 8064)
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        ([("c5.4xlarge", 2)], "c5.4xlarge has 1536 MB of YARN memory per vCPU: a Python worker per core needs 1920 MB"),
+        ([("m5.2xlarge", 2), ("c5.2xlarge", 1)], "c5.2xlarge has 1536 MB"),
+        ([("m5.2xlarge", 2), ("x9.huge", 1)], "no YARN sizing known for x9.huge; supported types: m5.xlarge"),
+    ],
+)
+def test_shapes_that_cannot_hold_a_worker_per_core_are_refused(groups, message):
+    with pytest.raises(SizingError, match=re.escape(message)):
+        plan_executors(groups)
 
 
 def test_no_task_group_without_task_nodes():
     shape = ClusterShape("emr-7.10.0", "m5.xlarge", "m5.2xlarge", 2, "m5.2xlarge", 0, "SPOT")
     roles = [
         group["InstanceRole"]
-        for group in job_flow_spec(RUN, shape, EmrSettings(), "run")["Instances"]["InstanceGroups"]
+        for group in job_flow_spec(RUN, shape, EmrSettings(), "run", plan_executors(worker_groups(shape)))["Instances"][
+            "InstanceGroups"
+        ]
     ]
     assert roles == ["MASTER", "CORE"]
 

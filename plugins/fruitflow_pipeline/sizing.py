@@ -1,0 +1,120 @@
+"""Executor sizing from the cluster's shape: every core gets a task, and the Python worker each
+task runs in fits, with margin, in the YARN memory Spark reserves outside the executor's JVM heap.
+
+The featurize job's memory is mostly in its Python workers (TensorFlow, the network, a batch of
+decoded images), one per running task. Spark 3.5 counts them in ``spark.executor.memoryOverhead``
+when ``spark.executor.pyspark.memory`` is unset (Spark configuration, "Application Properties");
+that setting is left unset on purpose: it imposes an address-space limit that TensorFlow's large
+virtual reservations break. YARN kills a container whose processes outgrow heap + overhead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    vcpus: int
+    yarn_memory_mb: int
+
+
+# yarn_memory_mb: yarn.nodemanager.resource.memory-mb that EMR sets per instance type (EMR Release
+# Guide, "Task configuration", EMR 7.x, clusters without HBase). vcpus: Amazon EC2 instance types.
+INSTANCE_TYPES = {
+    "m5.xlarge": InstanceType(4, 12288),
+    "m5.2xlarge": InstanceType(8, 24576),
+    "m5.4xlarge": InstanceType(16, 57344),
+    "m5.8xlarge": InstanceType(32, 122880),
+    "m6i.2xlarge": InstanceType(8, 23424),
+    "c5.2xlarge": InstanceType(8, 12288),
+    "c5.4xlarge": InstanceType(16, 24576),
+    "r5.xlarge": InstanceType(4, 24576),
+    "r5.2xlarge": InstanceType(8, 57344),
+    "r5.4xlarge": InstanceType(16, 122880),
+}
+# One featurize Python worker with TensorFlow, MobileNetV2 and a batch of 64 decoded images,
+# measured on the local target (peak RSS of one worker process).
+TENSORFLOW_WORKER_MB = 1536
+WORKER_MARGIN = 1.25
+JVM_OVERHEAD_MB = 384  # Spark's minimum overhead: the executor JVM's own off-heap memory
+MIN_HEAP_MB = 2048  # Arrow batches of image bytes and cached results pass through the heap
+MAX_EXECUTOR_CORES = 4
+TASKS_PER_SLOT = 4  # featurize tasks per task slot: four waves, so progress shows and stragglers even out
+
+
+class SizingError(ValueError):
+    """The cluster shape cannot give every core a Python worker."""
+
+
+@dataclass(frozen=True)
+class ExecutorPlan:
+    nodes: int
+    executors: int
+    executor_cores: int
+    heap_mb: int
+    overhead_mb: int
+
+    @property
+    def task_slots(self) -> int:
+        return self.executors * self.executor_cores
+
+    @property
+    def partitions(self) -> int:
+        """The featurize job's task count: a fixed multiple of the slots, not whatever parallelism
+        YARN's dynamic allocation has registered when the job starts (often 2)."""
+        return self.task_slots * TASKS_PER_SLOT
+
+    def spark_defaults(self) -> dict[str, str]:
+        return {
+            "spark.executor.cores": str(self.executor_cores),
+            "spark.executor.memory": f"{self.heap_mb}m",
+            "spark.executor.memoryOverhead": f"{self.overhead_mb}m",
+        }
+
+    def describe(self) -> str:
+        """One line for logs, the report and an EMR tag (so no characters EMR refuses in tags)."""
+        if self.executors % self.nodes == 0:
+            layout = f"{self.nodes} nodes x {self.executors // self.nodes} executors x {self.executor_cores} cores"
+        else:  # core and task nodes of different sizes
+            layout = f"{self.executors} executors x {self.executor_cores} cores on {self.nodes} nodes"
+        return (
+            f"{layout} = {self.task_slots} task slots with {self.overhead_mb / 1024:.1f} GB Python memory "
+            f"and {self.heap_mb / 1024:.1f} GB heap per executor"
+        )
+
+
+def plan_executors(groups: list[tuple[str, int]], python_worker_mb: int = TENSORFLOW_WORKER_MB) -> ExecutorPlan:
+    """Executors for the worker groups ``[(instance type, count), ...]`` (core and task nodes).
+
+    Each node runs ``vcpus / cores`` executors of up to 4 cores; one executor size serves every
+    group, so it is what the tightest node type allows. Raises SizingError for an unknown type
+    or a node too small to hold a Python worker per core next to a useful heap.
+    """
+    groups = [(instance_type, count) for instance_type, count in groups if count]
+    unknown = sorted({instance_type for instance_type, _ in groups} - set(INSTANCE_TYPES))
+    if unknown:
+        raise SizingError(
+            f"no YARN sizing known for {', '.join(unknown)}; supported types: {', '.join(INSTANCE_TYPES)}"
+        )
+    types = {instance_type: INSTANCE_TYPES[instance_type] for instance_type, _ in groups}
+    cores = min(MAX_EXECUTOR_CORES, *(spec.vcpus for spec in types.values()))
+    container_mb = min(spec.yarn_memory_mb // (spec.vcpus // cores) for spec in types.values())
+    overhead_mb = math.ceil(cores * python_worker_mb * WORKER_MARGIN) + JVM_OVERHEAD_MB
+    heap_mb = container_mb - overhead_mb
+    if heap_mb < MIN_HEAP_MB:
+        tightest = min(types, key=lambda name: types[name].yarn_memory_mb / types[name].vcpus)
+        per_vcpu = types[tightest].yarn_memory_mb // types[tightest].vcpus
+        raise SizingError(
+            f"{tightest} has {per_vcpu} MB of YARN memory per vCPU: a Python worker per core needs "
+            f"{math.ceil(python_worker_mb * WORKER_MARGIN)} MB plus a {MIN_HEAP_MB} MB heap per executor; "
+            "choose a type with more memory per vCPU (m5, r5)"
+        )
+    return ExecutorPlan(
+        nodes=sum(count for _, count in groups),
+        executors=sum(count * (types[instance_type].vcpus // cores) for instance_type, count in groups),
+        executor_cores=cores,
+        heap_mb=heap_mb,
+        overhead_mb=overhead_mb,
+    )
