@@ -18,7 +18,7 @@ from fruitflow.contract import (
 from fruitflow_pipeline.cluster import ClusterShape, worker_groups
 from fruitflow_pipeline.run import PipelineRun
 from fruitflow_pipeline.settings import Settings, Target, weights_problem
-from fruitflow_pipeline.sizing import ExecutorPlan, SizingError, plan_executors
+from fruitflow_pipeline.sizing import INSTANCE_TYPES, ExecutorPlan, SizingError, plan_executors
 from fruitflow_pipeline.storage import Storage, local_path
 
 URI_PATTERNS = {
@@ -75,16 +75,16 @@ def dag_params(settings: Settings) -> dict[str, Param]:
                 description="EC2 type of the primary node (runs the Spark driver).",
             ),
             "core_instance_type": Param(
-                "m5.2xlarge", type="string", pattern=INSTANCE_TYPE_PATTERN, section="Cluster", title="Core node type",
-                description="EC2 type of the core nodes (run executors, hold HDFS).",
+                "m5.2xlarge", type="string", enum=list(INSTANCE_TYPES), section="Cluster", title="Core node type",
+                description="EC2 type of the core nodes (run executors, hold HDFS); the types executors are sized for.",
             ),
             "core_instance_count": Param(
                 2, type="integer", minimum=1, maximum=50, section="Cluster", title="Core nodes",
                 description="Number of core nodes.",
             ),
             "task_instance_type": Param(
-                "m5.2xlarge", type="string", pattern=INSTANCE_TYPE_PATTERN, section="Cluster", title="Task node type",
-                description="EC2 type of the optional task nodes (executors only).",
+                "m5.2xlarge", type="string", enum=list(INSTANCE_TYPES), section="Cluster", title="Task node type",
+                description="EC2 type of the optional task nodes (executors only); the types executors are sized for.",
             ),
             "task_instance_count": Param(
                 0, type="integer", minimum=0, maximum=100, section="Cluster", title="Task nodes",

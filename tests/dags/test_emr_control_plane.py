@@ -244,6 +244,7 @@ def test_outputs_that_do_not_add_up_fail_the_check_and_still_terminate(emr_dag, 
         ({"results_uri": "https://example.com/out"}, "results_uri"),
         ({"core_instance_count": -1}, "core_instance_count"),
         ({"task_market": "CHEAP"}, "task_market"),
+        ({"core_instance_type": "x9.huge"}, "core_instance_type"),
         ({"weights": "mobilenet.bin"}, "weights"),
     ],
 )
