@@ -12,7 +12,7 @@ IMAGES ?=
 COUNT ?= 200
 WEIGHTS ?= imagenet
 
-.PHONY: demo test lint format bench lock clean check-java
+.PHONY: demo test lint format bench plan lock wheelhouse clean check-java
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -49,13 +49,32 @@ format: $(VENV)/.test-installed
 bench: $(VENV)/.test-installed check-java
 	$(BIN)/python bench/benchmark.py $(BENCH_ARGS)
 
+# What a run would do with the current FRUITFLOW_* settings and a trigger's conf, without AWS.
+CONF ?= {}
+plan: $(VENV)/.runtime-installed
+	@PYTHONPATH=plugins $(BIN)/python -m fruitflow_pipeline.plan --conf '$(CONF)'
+
 # Regenerate constraints.txt: resolve requirements*.txt afresh and pin the whole tree.
 lock:
 	rm -rf build/lock-venv
 	$(PYTHON) -m venv build/lock-venv
 	build/lock-venv/bin/pip install --quiet -r requirements.txt -r requirements-test.txt
 	build/lock-venv/bin/pip freeze --exclude-editable | sort > constraints.txt
+	build/lock-venv/bin/python scripts/cluster_constraints.py
 	rm -rf build/lock-venv
+
+# The EMR nodes' packages as wheels, for clusters without internet access: upload the folder
+# to S3 and set FRUITFLOW_EMR_WHEELHOUSE_URI (README, "Deploying to AWS"). EMR 7 nodes run
+# Amazon Linux 2023 (glibc 2.34) on x86_64 with CPython 3.11: any manylinux wheel up to glibc 2.34.
+WHEELHOUSE ?= build/wheelhouse
+MANYLINUX_PLATFORMS := manylinux1_x86_64 manylinux2010_x86_64 manylinux2014_x86_64 \
+	$(foreach minor,$(shell seq 17 34),manylinux_2_$(minor)_x86_64)
+wheelhouse: $(BIN)/python
+	rm -rf $(WHEELHOUSE)
+	$(PIP) download --quiet --dest $(WHEELHOUSE) --only-binary=:all: \
+		--implementation cp --python-version 3.11 --abi cp311 $(addprefix --platform ,$(MANYLINUX_PLATFORMS)) \
+		-r spark_jobs/cluster/requirements.txt -c spark_jobs/cluster/constraints.txt
+	@echo "$$(ls $(WHEELHOUSE) | wc -l) wheels in $(WHEELHOUSE) ($$(du -sh $(WHEELHOUSE) | cut -f1)): aws s3 sync $(WHEELHOUSE) s3://<bucket>/wheelhouse/"
 
 clean:
 	rm -rf $(VENV) build data .pytest_cache

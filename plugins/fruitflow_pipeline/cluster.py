@@ -117,11 +117,12 @@ def job_flow_spec(
                 "Name": "install fruitflow Python requirements",
                 "ScriptBootstrapAction": {
                     "Path": join_uri(run.code_uri, "bootstrap.sh"),
-                    "Args": [join_uri(run.code_uri, "requirements.txt"), emr.python],
+                    "Args": [run.code_uri, emr.python, *([emr.wheelhouse_uri] if emr.wheelhouse_uri else [])],
                 },
             }
         ],
         "Configurations": _spark_configurations(emr, executors),
+        "EbsRootVolumeSize": emr.root_volume_gib,
         "AutoTerminationPolicy": {"IdleTimeout": emr.idle_timeout_seconds},
         "StepConcurrencyLevel": 1,
         "ServiceRole": emr.service_role,

@@ -14,7 +14,7 @@ from pathlib import Path
 from fruitflow_pipeline.steps import CODE_PACKAGE, PIPELINE
 
 PACKAGE = "fruitflow"
-CLUSTER_FILES = ("cluster/bootstrap.sh", "cluster/requirements.txt")
+CLUSTER_FILES = ("cluster/bootstrap.sh", "cluster/requirements.txt", "cluster/constraints.txt")
 
 
 def _sources(jobs_dir: Path) -> list[Path]:

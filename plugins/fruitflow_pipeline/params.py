@@ -132,26 +132,24 @@ def _images_problem(storage: Storage, images: str) -> str | None:
     )
 
 
-def validate_run(
-    params: Mapping,
-    conf: Mapping,
-    settings: Settings,
-    storage: Storage,
-    code_version: str,
-    claim_key: Callable[[str], str],
-) -> ValidatedRun:
-    """The run that ``params`` describe, or InvalidParams naming every problem.
+@dataclass(frozen=True)
+class _CheckedParams:
+    images: str
+    results: str
+    weights: str
+    weights_file: bool  # a well-formed weights file URI, still to be looked for
+    cluster: ClusterShape | None
+    executors: ExecutorPlan | None
+    problems: list[str]
 
-    ``conf`` is what the run was triggered with: a key that is no declared param is a typo, refused
-    rather than run on defaults. Runs before any cluster exists: a run that cannot succeed
-    costs no EC2 time. Only a valid run claims its folder: ``claim_key(results_uri)`` gives
-    the run key.
-    """
+
+def _check_params(params: Mapping, conf: Mapping, settings: Settings) -> _CheckedParams:
+    """The checks that need nothing but the params: conf keys, URIs, weights, cluster sizing."""
     target = settings.target
     images = _normalise(params["images_uri"], target)
     results = _normalise(params["results_uri"], target)
     weights = params["weights"].strip()
-    problems = []
+    problems, weights_file = [], False
     # Airflow merges unknown conf keys into the run's params: compare with the params declared.
     declared = dag_params(settings)
     if unknown := sorted(set(conf) - set(declared)):
@@ -161,13 +159,11 @@ def validate_run(
             f"results_uri: {results} and images_uri {images} must not contain one another "
             "(outputs would be read back as images, or runs would delete images)"
         )
-    if images_problem := _images_problem(storage, images):
-        problems.append(images_problem)
     if weights not in (WEIGHTS_IMAGENET, WEIGHTS_RANDOM):
         if problem := weights_problem(weights, target):
             problems.append(f"weights: {weights} {problem}")
-        elif not storage.exists(weights := _normalise(weights, target)):
-            problems.append(f"weights: no file at {weights}")
+        else:
+            weights, weights_file = _normalise(weights, target), True
     cluster = executors = None
     if target is Target.EMR:
         cluster = ClusterShape(
@@ -183,19 +179,55 @@ def validate_run(
             executors = plan_executors(worker_groups(cluster))
         except SizingError as problem:
             problems.append(f"cluster: {problem}")
-    if problems:
-        raise InvalidParams("; ".join(problems))
+    return _CheckedParams(images, results, weights, weights_file, cluster, executors, problems)
 
+
+def _validated(checked: _CheckedParams, params: Mapping, code_version: str, key: str) -> ValidatedRun:
     run = PipelineRun(
-        key=claim_key(results),
-        images_uri=images,
-        results_uri=results,
+        key=key,
+        images_uri=checked.images,
+        results_uri=checked.results,
         code_version=code_version,
         variance=float(params["variance"]),
-        weights=weights,
+        weights=checked.weights,
         batch_size=int(params["batch_size"]),
         max_error_share=float(params["max_error_share"]),
-        partitions=executors.partitions if executors else None,
-        executor_plan=executors.describe() if executors else None,
+        partitions=checked.executors.partitions if checked.executors else None,
+        executor_plan=checked.executors.describe() if checked.executors else None,
     )
-    return ValidatedRun(run, cluster, executors)
+    return ValidatedRun(run, checked.cluster, checked.executors)
+
+
+def validate_run(
+    params: Mapping,
+    conf: Mapping,
+    settings: Settings,
+    storage: Storage,
+    code_version: str,
+    claim_key: Callable[[str], str],
+) -> ValidatedRun:
+    """The run that ``params`` describe, or InvalidParams naming every problem.
+
+    ``conf`` is what the run was triggered with: a key that is no declared param is a typo, refused
+    rather than run on defaults. Runs before any cluster exists: a run that cannot succeed
+    costs no EC2 time. Only a valid run claims its folder: ``claim_key(results_uri)`` gives
+    the run key.
+    """
+    checked = _check_params(params, conf, settings)
+    problems = list(checked.problems)
+    if images_problem := _images_problem(storage, checked.images):
+        problems.append(images_problem)
+    if checked.weights_file and not storage.exists(checked.weights):
+        problems.append(f"weights: no file at {checked.weights}")
+    if problems:
+        raise InvalidParams("; ".join(problems))
+    return _validated(checked, params, code_version, claim_key(checked.results))
+
+
+def plan_run(params: Mapping, conf: Mapping, settings: Settings, code_version: str, key: str) -> ValidatedRun:
+    """What validate_run would plan for ``params``, from the params alone: the images are not
+    listed, the weights file not looked for, no folder claimed (the run is named ``key``)."""
+    checked = _check_params(params, conf, settings)
+    if checked.problems:
+        raise InvalidParams("; ".join(checked.problems))
+    return _validated(checked, params, code_version, key)

@@ -59,12 +59,18 @@ def weights_problem(weights: str, target: Target) -> str | None:
 @dataclass(frozen=True)
 class EmrSettings:
     release_label: str = "emr-7.10.0"  # Spark 3.5.5, Python 3.11: matches pyspark in requirements.txt
-    service_role: str = "EMR_DefaultRole"
+    # EMR's default v2 service role (AmazonEMRServicePolicy_v2; EMR Management Guide, "Service role for Amazon EMR").
+    service_role: str = "EMR_DefaultRole_V2"
     instance_profile: str = "EMR_EC2_DefaultRole"
     subnet_id: str = ""
     log_uri: str = ""  # empty: <results_uri>/_emr_logs/
     idle_timeout_seconds: int = idle_timeout_for(DEFAULT_POKE_INTERVAL_SECONDS)
     python: str = "/usr/bin/python3.11"
+    wheelhouse_uri: str = ""  # empty: the nodes install from PyPI
+    # EMR 6.10+ gives each node a 15 GiB root volume (10-100 GiB allowed; EMR Management Guide,
+    # "Customizing the Amazon EBS root device volume"): the OS and EMR's applications fill most of
+    # it, and the bootstrap installs about 1.7 GB of Python packages there. 30 GiB leaves room.
+    root_volume_gib: int = 30
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,12 @@ class Settings:
         weights = text("WEIGHTS", WEIGHTS_IMAGENET)
         if problem := weights_problem(weights, target):
             raise SettingError(f"FRUITFLOW_WEIGHTS={weights!r} {problem}")
+        wheelhouse_uri = text("EMR_WHEELHOUSE_URI")
+        if wheelhouse_uri and not wheelhouse_uri.startswith("s3://"):
+            raise SettingError(
+                f"FRUITFLOW_EMR_WHEELHOUSE_URI={wheelhouse_uri!r} must be an s3:// URI "
+                "(the folder `make wheelhouse` filled, uploaded)"
+            )
         poke_interval = number("POKE_INTERVAL_SECONDS", cls.poke_interval_seconds, float)
         emr, local = EmrSettings(), LocalSettings()
         return cls(
@@ -151,6 +163,7 @@ class Settings:
                 log_uri=text("EMR_LOG_URI"),
                 idle_timeout_seconds=number("EMR_IDLE_TIMEOUT_SECONDS", idle_timeout_for(poke_interval)),
                 python=text("EMR_PYTHON", emr.python),
+                wheelhouse_uri=wheelhouse_uri,
             ),
             local=LocalSettings(
                 spark_master=text("SPARK_MASTER", local.spark_master),

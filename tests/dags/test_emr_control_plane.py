@@ -153,7 +153,8 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
         if name == "PutObject" and params["Key"].startswith(code_prefix)
     ]
     assert {key for _, key in code_puts} == {
-        "fruitflow.zip", "featurize.py", "pca.py", "export_csv.py", "bootstrap.sh", "requirements.txt"
+        "fruitflow.zip", "featurize.py", "pca.py", "export_csv.py", "bootstrap.sh", "requirements.txt",
+        "constraints.txt",
     }  # fmt: skip
     operations = [name for name, _ in aws_calls]
     assert max(index for index, _ in code_puts) < operations.index("RunJobFlow")  # the code is there before the cluster
@@ -163,7 +164,10 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
     assert request["LogUri"] == f"s3://{BUCKET}/results/_emr_logs/"
     assert request["AutoTerminationPolicy"] == {"IdleTimeout": 600}  # two 0.1 s pokes + 10 min: idle_timeout_for
     assert request["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
-    assert request["BootstrapActions"][0]["ScriptBootstrapAction"]["Path"] == f"{code_uri}/bootstrap.sh"
+    assert request["BootstrapActions"][0]["ScriptBootstrapAction"] == {
+        "Path": f"{code_uri}/bootstrap.sh",
+        "Args": [code_uri, "/usr/bin/python3.11"],
+    }
     assert {"Key": "fruitflow-run", "Value": plan["run"]["key"]} in request["Tags"]
 
     (added,) = calls_named(aws_calls, "AddJobFlowSteps")
@@ -318,7 +322,7 @@ def start_cluster(dag_run_id: str, key: str) -> str:
         ReleaseLabel="emr-7.10.0",
         Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True},
         JobFlowRole="EMR_EC2_DefaultRole",
-        ServiceRole="EMR_DefaultRole",
+        ServiceRole="EMR_DefaultRole_V2",
         Tags=[{"Key": "airflow-dag-run-id", "Value": dag_run_tag(dag_run_id)}],
     )["JobFlowId"]
 

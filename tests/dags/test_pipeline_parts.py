@@ -71,6 +71,7 @@ def test_settings_default_to_emr_with_every_knob_overridable():
         ),
         ({"FRUITFLOW_WEIGHTS": "/models/m.h5"}, "must be an s3:// URI on EMR"),
         ({"FRUITFLOW_WEIGHTS": "s3://b/m.bin"}, "must be 'imagenet', 'random' or a Keras .h5"),
+        ({"FRUITFLOW_EMR_WHEELHOUSE_URI": "build/wheelhouse"}, "must be an s3:// URI"),
     ],
 )
 def test_bad_settings_name_the_variable(env, message):
@@ -87,6 +88,17 @@ def test_weights_and_idle_timeout_settings():
     assert Settings.from_env({}).emr.idle_timeout_seconds == idle_timeout_for(60) == 720
     assert Settings.from_env({"FRUITFLOW_POKE_INTERVAL_SECONDS": "300"}).emr.idle_timeout_seconds == 1200
     assert Settings.from_env({"FRUITFLOW_EMR_IDLE_TIMEOUT_SECONDS": "900"}).emr.idle_timeout_seconds == 900
+
+
+def test_wheelhouse_setting_reaches_the_bootstrap():
+    emr = Settings.from_env({"FRUITFLOW_EMR_WHEELHOUSE_URI": "s3://fruits/wheelhouse/"}).emr
+    spec = job_flow_spec(RUN, SHAPE, emr, "scheduled__x", plan_executors(worker_groups(SHAPE)))
+    (bootstrap,) = spec["BootstrapActions"]
+    assert bootstrap["ScriptBootstrapAction"]["Args"] == [
+        RUN.code_uri,
+        "/usr/bin/python3.11",
+        "s3://fruits/wheelhouse/",
+    ]
 
 
 def test_run_folders_are_claimed_once_and_never_emptied_for_another_run(tmp_path):
@@ -181,14 +193,15 @@ def test_job_flow_spec_is_a_transient_cluster_that_cleans_up_after_itself():
     (bootstrap,) = spec["BootstrapActions"]
     assert bootstrap["ScriptBootstrapAction"] == {
         "Path": f"{RUN.code_uri}/bootstrap.sh",
-        "Args": [f"{RUN.code_uri}/requirements.txt", "/usr/bin/python3.11"],
+        "Args": [RUN.code_uri, "/usr/bin/python3.11"],
     }
+    assert spec["EbsRootVolumeSize"] == 30
     spark_env = next(c for c in spec["Configurations"] if c["Classification"] == "spark-env")
     defaults = next(c for c in spec["Configurations"] if c["Classification"] == "spark-defaults")["Properties"]
     assert defaults.items() >= executors.spark_defaults().items()
     assert defaults["spark.driver.maxResultSize"] == "2g"
     assert spark_env["Configurations"][0]["Properties"]["PYSPARK_PYTHON"] == "/usr/bin/python3.11"
-    assert (spec["ServiceRole"], spec["JobFlowRole"]) == ("EMR_DefaultRole", "EMR_EC2_DefaultRole")
+    assert (spec["ServiceRole"], spec["JobFlowRole"]) == ("EMR_DefaultRole_V2", "EMR_EC2_DefaultRole")
     tags = {tag["Key"]: tag["Value"] for tag in spec["Tags"]}
     assert tags["fruitflow-run"] == RUN.key and tags["fruitflow-code"] == "abc123"
     assert tags["airflow-dag-run-id"] == "manual__2026-11-25T02:00:00.123456+00:00"  # every character allowed in tags
@@ -303,8 +316,9 @@ def test_code_bundle_holds_what_the_steps_and_bootstrap_need(tmp_path):
     version = code_version(ROOT / "spark_jobs")
     files = build_bundle(ROOT / "spark_jobs", tmp_path, version)
     assert sorted(path.name for path in files) == sorted(
-        ["fruitflow.zip", "featurize.py", "pca.py", "export_csv.py", "bootstrap.sh", "requirements.txt"]
-    )
+        ["fruitflow.zip", "featurize.py", "pca.py", "export_csv.py", "bootstrap.sh", "requirements.txt",
+         "constraints.txt"]
+    )  # fmt: skip
     with zipfile.ZipFile(tmp_path / "fruitflow.zip") as archive:
         names = archive.namelist()
     assert {"fruitflow/__init__.py", "fruitflow/featurize.py", "fruitflow/pca.py"} <= set(names)

@@ -1,0 +1,95 @@
+"""What a run would do, read before paying for it; nothing is sent to AWS.
+
+    python -m fruitflow_pipeline.plan [--conf '{"core_instance_count": 4}']   (or: make plan CONF='...')
+
+Takes the deployment settings (FRUITFLOW_*) and the params as a trigger would (the form's
+defaults, then the conf, checked against the same schema and rules as validate_params) and
+prints the executor plan, each step's command line and, on EMR, the whole RunJobFlow request.
+What needs AWS is not checked: that the images exist and the weights file is there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from datetime import UTC, datetime
+
+from airflow.sdk.definitions.param import ParamsDict
+from airflow.sdk.exceptions import ParamValidationError
+
+from fruitflow.contract import WEIGHTS_IMAGENET
+from fruitflow_pipeline.cluster import job_flow_spec
+from fruitflow_pipeline.code_bundle import code_version
+from fruitflow_pipeline.params import InvalidParams, dag_params, plan_run
+from fruitflow_pipeline.run import run_key
+from fruitflow_pipeline.settings import SettingError, Settings, Target
+from fruitflow_pipeline.steps import PIPELINE, emr_step, local_command
+
+
+def deployment_warnings(settings: Settings, weights: str) -> list[str]:
+    """What an EMR run with these settings needs from its account and network beyond S3."""
+    warnings = []
+    if not settings.emr.subnet_id:
+        warnings.append(
+            "no subnet (FRUITFLOW_EMR_SUBNET_ID): EMR picks the account's default VPC, and fails where there is none"
+        )
+    if not settings.emr.wheelhouse_uri:
+        warnings.append("no wheelhouse (FRUITFLOW_EMR_WHEELHOUSE_URI): every node installs from PyPI")
+    if weights == WEIGHTS_IMAGENET:
+        warnings.append("weights 'imagenet': the Spark driver downloads them from the internet (FRUITFLOW_WEIGHTS)")
+    return warnings
+
+
+def render_plan(settings: Settings, conf: dict, moment: datetime) -> str:
+    """The plan as text; raises InvalidParams or ParamValidationError for a conf a trigger would refuse."""
+    params = ParamsDict(dag_params(settings))
+    params.update(conf)
+    validated = plan_run(params.validate(), conf, settings, code_version(settings.jobs_dir), run_key(moment))
+    run = validated.run
+    lines = [
+        f"fruitflow plan: target {settings.target.value}, run {run.key}, code version {run.code_version}",
+        "(nothing was sent to AWS; not checked: that the images and the weights file exist)",
+        "",
+        f"Outputs: {run.uri}/",
+    ]
+    if settings.target is Target.EMR:
+        lines += [f"Executors: {validated.executors.describe()}", f"Featurize tasks: {run.partitions}"]
+        lines += [f"Warning: {warning}" for warning in deployment_warnings(settings, run.weights)]
+        lines.append("")
+        lines.append("Steps (spark-submit on the primary node, one after the other):")
+        lines += [f"  {shlex.join(emr_step(step, run)['HadoopJarStep']['Args'])}" for step in PIPELINE]
+        request = job_flow_spec(
+            run, validated.cluster, settings.emr, f"manual__{moment.isoformat()}", validated.executors
+        )
+        lines += ["", "RunJobFlow request:", json.dumps(request, indent=2)]
+    else:
+        lines += ["", "Steps (spark-submit on this machine, one after the other):"]
+        lines += [f"  {shlex.join(local_command(step, run, settings.local)[0])}" for step in PIPELINE]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fruitflow_pipeline.plan", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("--conf", default="{}", help="the trigger's conf, as JSON (default: {}, the nightly run)")
+    args = parser.parse_args(argv)
+    try:
+        conf = json.loads(args.conf)
+    except json.JSONDecodeError as problem:
+        parser.error(f"--conf is not JSON: {problem}")
+    if not isinstance(conf, dict):
+        parser.error("--conf must be a JSON object of params")
+    try:
+        print(render_plan(Settings.from_env(), conf, datetime.now(UTC)))
+    except (InvalidParams, ParamValidationError, SettingError) as problem:
+        print(f"a run with these params would be refused: {problem}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

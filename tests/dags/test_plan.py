@@ -1,0 +1,97 @@
+"""The plan command: what a run would do, from the settings and a conf, without AWS."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from airflow.sdk.exceptions import ParamValidationError
+
+from fruitflow_pipeline.plan import main, render_plan
+from fruitflow_pipeline.settings import Settings
+from fruitflow_pipeline.steps import PIPELINE
+
+ROOT = Path(__file__).resolve().parents[2]
+MOMENT = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
+
+
+def request_in(plan: str) -> dict:
+    return json.loads(plan.split("RunJobFlow request:\n", 1)[1])
+
+
+def step_lines(plan: str) -> list[list[str]]:
+    lines = (shlex.split(line) for line in plan.splitlines() if line.startswith("  "))
+    return [line for line in lines if line[0].endswith("spark-submit")]
+
+
+def test_default_plan_shows_executors_steps_and_the_request_for_the_nightly_run():
+    plan = render_plan(Settings.from_env({}), {}, MOMENT)
+    assert "run 20261126T020000Z" in plan
+    assert (
+        "Executors: 2 nodes x 2 executors x 4 cores = 16 task slots with 7.9 GB Python memory and 4.1 GB heap "
+        "per executor" in plan
+    )
+    assert "Featurize tasks: 64" in plan
+    steps = step_lines(plan)
+    assert [Path(line[5]).name for line in steps] == [step.script for step in PIPELINE]
+    assert steps[0][:3] == ["spark-submit", "--deploy-mode", "client"]
+    assert steps[0][steps[0].index("--partitions") + 1] == "64"
+    request = request_in(plan)
+    assert request["Name"] == "fruitflow-20261126T020000Z"
+    assert request["EbsRootVolumeSize"] == 30
+    assert [group["InstanceCount"] for group in request["Instances"]["InstanceGroups"]] == [1, 2]
+    assert "Ec2SubnetId" not in request["Instances"]
+    assert plan.count("Warning: ") == 3  # no subnet, no wheelhouse, weights from the internet
+
+
+def test_plan_follows_the_conf_and_a_deployment_that_needs_no_internet():
+    settings = Settings.from_env(
+        {
+            "FRUITFLOW_EMR_SUBNET_ID": "subnet-0abc",
+            "FRUITFLOW_EMR_WHEELHOUSE_URI": "s3://fruits/wheelhouse",
+            "FRUITFLOW_WEIGHTS": "s3://fruits/models/mobilenet_v2.h5",
+        }
+    )
+    plan = render_plan(settings, {"core_instance_count": 4, "variance": 0.9}, MOMENT)
+    assert "Executors: 4 nodes x 2 executors x 4 cores = 32 task slots" in plan
+    assert "Warning" not in plan
+    pca = step_lines(plan)[1]
+    assert pca[pca.index("--variance") + 1] == "0.9"
+    request = request_in(plan)
+    assert request["Instances"]["Ec2SubnetId"] == "subnet-0abc"
+    assert request["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"][-1] == "s3://fruits/wheelhouse"
+
+
+def test_local_plan_lists_the_spark_submit_commands():
+    plan = render_plan(Settings.from_env({"FRUITFLOW_TARGET": "local"}), {}, MOMENT)
+    assert "RunJobFlow" not in plan and "Executors" not in plan
+    assert [Path(line[line.index("--py-files") + 2]).name for line in step_lines(plan)] == [
+        step.script for step in PIPELINE
+    ]
+
+
+def test_plan_refuses_what_a_trigger_would_refuse():
+    with pytest.raises(ParamValidationError, match="core_instance_count"):
+        render_plan(Settings.from_env({}), {"core_instance_count": 0}, MOMENT)
+
+
+def test_plan_command_as_a_user_runs_it(capsys):
+    result = subprocess.run(
+        [sys.executable, "-m", "fruitflow_pipeline.plan", "--conf", '{"task_instance_count": 2}'],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "plugins"), "FRUITFLOW_TARGET": "emr"},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "4 nodes x 2 executors x 4 cores = 32 task slots" in result.stdout
+    assert main(["--conf", '{"core_instance_type": "c5.4xlarge", "colour": "red"}']) == 2
+    error = capsys.readouterr().err
+    assert "would be refused: conf: unknown key(s) colour" in error and "c5.4xlarge has 1536 MB" in error
+    with pytest.raises(SystemExit):
+        main(["--conf", "{core: 4}"])
+    assert "--conf is not JSON" in capsys.readouterr().err
