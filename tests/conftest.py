@@ -72,3 +72,16 @@ def bomb_png() -> bytes:
     buffer = io.BytesIO()
     Image.new("1", (13500, 13500)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+@pytest.fixture
+def job_log(caplog):
+    """What the jobs log at INFO and above: their logger has its own handler and does not
+    propagate once a job has run (cli.configure_logging), so caplog gets attached to it."""
+    import logging
+
+    logger = logging.getLogger("fruitflow")
+    logger.addHandler(caplog.handler)
+    with caplog.at_level("INFO", logger="fruitflow"):
+        yield caplog
+    logger.removeHandler(caplog.handler)

@@ -18,6 +18,14 @@ DEFAULT_VARIANCE = 0.95
 DEFAULT_BATCH_SIZE = 64
 WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_RANDOM = "random"
+# The same MobileNetV2 run by ONNX Runtime (converted on the driver) or by TensorFlow (the reference).
+ENGINE_ONNX = "onnx"
+ENGINE_TENSORFLOW = "tensorflow"
+ENGINES = (ENGINE_ONNX, ENGINE_TENSORFLOW)
+DEFAULT_ENGINE = ENGINE_ONNX  # measured faster: README, "Benchmark"
+# Featurize tasks per core: a few waves rather than one, so progress shows task by task and
+# stragglers even out; each Python worker keeps its network between tasks.
+TASKS_PER_CORE = 4
 # What the featurize job reads as an image (any case); the DAG checks for them before starting a cluster.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # The file Keras' MobileNetV2(weights="imagenet") downloads: what to copy for a machine without internet.
@@ -50,6 +58,13 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
+
+
+def engine_name(text: str) -> str:
+    """argparse type for --engine."""
+    if text not in ENGINES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an engine: use {' or '.join(ENGINES)}")
+    return text
 
 
 def flag(help: str, *, default: Any = MISSING, parse: Callable[[str], Any] = str, metavar: str = "URI") -> Any:
@@ -120,10 +135,21 @@ class FeaturizeArguments(JobArguments):
     )
     batch_size: int = flag("images per forward pass", default=DEFAULT_BATCH_SIZE, parse=positive_int, metavar="N")
     partitions: int | None = flag(
-        "about how many tasks share the images (default: Spark's parallelism, one per core)",
+        f"about how many tasks share the images (default: {TASKS_PER_CORE} per core of Spark's parallelism)",
         default=None,
         parse=positive_int,
         metavar="N",
+    )
+    engine: str = flag(
+        f"'{ENGINE_ONNX}' (ONNX Runtime; the network is converted once on the driver) or "
+        f"'{ENGINE_TENSORFLOW}' (the reference)",
+        default=DEFAULT_ENGINE,
+        parse=engine_name,
+        metavar="|".join(ENGINES),
+    )
+    model_cache: str | None = flag(
+        f"folder (any Hadoop URI) keeping converted models between runs, for the '{ENGINE_ONNX}' engine",
+        default=None,
     )
 
 
@@ -187,6 +213,7 @@ class FeaturizeMetrics(JobMetrics):
     errors: int  # images + errors == images listed
     model_rows: int  # rows that went through the network
     weights: str
+    engine: str
 
 
 @dataclass(frozen=True, kw_only=True)

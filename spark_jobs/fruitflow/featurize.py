@@ -1,7 +1,8 @@
 """Featurise job: every image under --images becomes a 1280-d MobileNetV2 embedding or an error row.
 
 Extract: binaryFile listing and bytes. Transform: a pandas iterator UDF that decodes,
-preprocesses and runs the network batch by batch. Load: features and errors Parquet.
+preprocesses and runs the network batch by batch, with ONNX Runtime (the default) or
+TensorFlow. Load: features and errors Parquet, with a progress line every 30 s.
 Reconcile: every listed file is in exactly one of the two outputs.
 """
 
@@ -9,15 +10,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
 from fruitflow import hadoop_fs
-from fruitflow.cli import JobError, run_job
-from fruitflow.contract import IMAGE_EXTENSIONS, FeaturizeArguments, FeaturizeMetrics
+from fruitflow.cli import JobError, log, run_job
+from fruitflow.contract import ENGINE_ONNX, IMAGE_EXTENSIONS, TASKS_PER_CORE, FeaturizeArguments, FeaturizeMetrics
 from fruitflow.images import IMAGE_GLOB, ImageDecodeError, decode_image, normalize_uri, to_model_input
 from fruitflow.model import FeatureExtractor, configure_tensorflow_threads, resolve_weights
+from fruitflow.onnx_model import ModelCache, OnnxFeatureExtractor, onnx_model
+from fruitflow.progress import ProgressReporter
 
 ARGUMENTS = FeaturizeArguments
 RESULT_TYPE = "struct<features:array<float>,error:string>"
@@ -47,37 +51,52 @@ def featurize_contents(
     return features, errors
 
 
-_worker_extractor: FeatureExtractor | None = None
-_worker_weights_key: str | None = None
+def prepare_model(spark, args: FeaturizeArguments):
+    """What the executors need to build the network, made once on the driver: the ONNX model's
+    bytes, or TensorFlow's weight arrays."""
+    fetch = partial(hadoop_fs.download, spark)
+    if args.engine == ENGINE_ONNX:
+        cache = None
+        if args.model_cache:
+            read, write = partial(hadoop_fs.read_bytes, spark), partial(hadoop_fs.write_bytes_atomically, spark)
+            cache = ModelCache(read, write, args.model_cache)
+        return onnx_model(args.weights, fetch, cache)
+    return resolve_weights(args.weights, fetch)
 
 
-def worker_extractor(weights_broadcast, weights_key: str) -> FeatureExtractor:
-    """The Python worker's extractor, built once per process and reused by every later task
-    (Spark reuses Python workers); weights are only loaded again for another job's broadcast."""
-    global _worker_extractor, _worker_weights_key
-    if _worker_extractor is None:
+def build_extractor(engine: str, model, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    if engine == ENGINE_ONNX:
+        return OnnxFeatureExtractor(model, threads)
+    configure_tensorflow_threads(threads)
+    return FeatureExtractor(model)
+
+
+_worker_extractor: tuple[str, Callable[[np.ndarray], np.ndarray]] | None = None
+
+
+def worker_extractor(engine: str, model_broadcast, model_key: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The Python worker's extractor, built once per process and reused by every later task of
+    the job (Spark reuses Python workers); a later job's broadcast gets a new one."""
+    global _worker_extractor
+    if _worker_extractor is None or _worker_extractor[0] != model_key:
         from pyspark import TaskContext
 
-        configure_tensorflow_threads(TaskContext.get().cpus())
-        _worker_extractor = FeatureExtractor(weights_broadcast.value)
-    elif _worker_weights_key != weights_key:
-        _worker_extractor.set_weights(weights_broadcast.value)
-    _worker_weights_key = weights_key
-    return _worker_extractor
+        _worker_extractor = (model_key, build_extractor(engine, model_broadcast.value, TaskContext.get().cpus()))
+    return _worker_extractor[1]
 
 
-def featurize_udf(weights: list[np.ndarray], spark, batch_size: int, rows_seen):
+def featurize_udf(spark, engine: str, model, batch_size: int, rows_seen):
     from pyspark.sql.functions import pandas_udf
 
-    weights_broadcast = spark.sparkContext.broadcast(weights)
-    weights_key = uuid.uuid4().hex
+    model_broadcast = spark.sparkContext.broadcast(model)
+    model_key = uuid.uuid4().hex
 
     @pandas_udf(RESULT_TYPE)
     def featurize_images(contents: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        extract = worker_extractor(weights_broadcast, weights_key)
+        extract = worker_extractor(engine, model_broadcast, model_key)
         for batch in contents:
-            rows_seen.add(len(batch))
             features, errors = featurize_contents(batch.tolist(), extract, batch_size)
+            rows_seen.add(len(batch))
             yield pd.DataFrame({"features": features, "error": errors})
 
     return featurize_images
@@ -131,7 +150,7 @@ def extract_images(spark, args: FeaturizeArguments):
     """The image files under --images as (path, content) rows, and their listing (decoded URIs)."""
     if not hadoop_fs.exists(spark, args.images):
         raise JobError(f"images folder {args.images} does not exist")
-    images = read_images(spark, args.images, args.partitions or spark.sparkContext.defaultParallelism)
+    images = read_images(spark, args.images, args.partitions or TASKS_PER_CORE * spark.sparkContext.defaultParallelism)
     listed = sorted({normalize_uri(uri) for uri in images.inputFiles()})
     if not listed:
         raise JobError(f"no images found under {args.images} (looked for {', '.join(IMAGE_EXTENSIONS)}, any case)")
@@ -140,10 +159,10 @@ def extract_images(spark, args: FeaturizeArguments):
 
 def transform_images(spark, images, args: FeaturizeArguments, rows_seen):
     """(path, features, error) per image: the embedding, or why the file could not be featurised.
-    The weights are resolved here, once, on the driver."""
-    weights = resolve_weights(args.weights, lambda uri, local: hadoop_fs.download(spark, uri, local))
+    The model is prepared here, once, on the driver."""
+    model = prepare_model(spark, args)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
-    featurize_images = featurize_udf(weights, spark, args.batch_size, rows_seen)
+    featurize_images = featurize_udf(spark, args.engine, model, args.batch_size, rows_seen)
     return images.select("path", featurize_images("content").alias("result")).select(
         "path", "result.features", "result.error"
     )
@@ -187,12 +206,18 @@ def run(spark, args: FeaturizeArguments) -> FeaturizeMetrics:
     rows_seen = spark.sparkContext.accumulator(0)
     results = transform_images(spark, images, args, rows_seen).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        featurised, errors = load_outputs(spark, results, listed, args)
+        with ProgressReporter("featurize", len(listed), lambda: rows_seen.value, log.info):
+            featurised, errors = load_outputs(spark, results, listed, args)
     finally:
         results.unpersist()
     reconcile(len(listed), featurised, errors)
     return FeaturizeMetrics(
-        images=len(listed), featurised=featurised, errors=errors, model_rows=rows_seen.value, weights=args.weights
+        images=len(listed),
+        featurised=featurised,
+        errors=errors,
+        model_rows=rows_seen.value,
+        weights=args.weights,
+        engine=args.engine,
     )
 
 

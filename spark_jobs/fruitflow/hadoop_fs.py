@@ -3,6 +3,7 @@ through the JVM's FileSystem so the jobs need no cloud SDK of their own."""
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -40,6 +41,26 @@ def write_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
         stream.write(bytearray(data))
     finally:
         stream.close()
+
+
+def read_bytes(spark: SparkSession, uri: str) -> bytes:
+    fs, path = _filesystem(spark, uri)
+    stream = fs.open(path)
+    try:
+        return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+    finally:
+        stream.close()
+
+
+def write_bytes_atomically(spark: SparkSession, uri: str, data: bytes) -> None:
+    """Write under a temporary name beside ``uri``, then rename: a reader never sees a partial file."""
+    fs, path = _filesystem(spark, uri)
+    temporary = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(f"{uri}.{uuid.uuid4().hex}.tmp")
+    write_bytes(spark, temporary.toString(), data)
+    fs.delete(path, False)
+    if not fs.rename(temporary, path):
+        fs.delete(temporary, False)
+        raise RuntimeError(f"could not rename {temporary.toString()} to {uri}")
 
 
 def download(spark: SparkSession, uri: str, local_path: str) -> None:

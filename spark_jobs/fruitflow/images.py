@@ -66,7 +66,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def to_model_input(image: Image.Image) -> np.ndarray:
     """Resize to the network input with Pillow's default filter; values still 0..255 float32.
 
-    MobileNetV2's ``preprocess_input`` (scaling to -1..1) is applied by the caller on the
-    whole batch, exactly as Keras' reference pipeline does.
+    ``preprocess_input`` (scaling to -1..1) is applied by the engine on the whole batch.
     """
     return np.asarray(image.resize(MODEL_INPUT_SIZE), dtype=np.float32)
+
+
+def preprocess_input(pixels: np.ndarray) -> np.ndarray:
+    """MobileNetV2's input scaling, 0..255 to -1..1, in numpy: bit for bit what Keras'
+    ``mobilenet_v2.preprocess_input`` computes on float32 (its "tf" mode: divide, then subtract,
+    in float32), without importing TensorFlow. Returns a new array."""
+    pixels = np.asarray(pixels, dtype=np.float32)
+    return pixels / np.float32(127.5) - np.float32(1.0)

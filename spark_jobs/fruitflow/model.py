@@ -16,7 +16,7 @@ import numpy as np
 
 from fruitflow.cli import JobError
 from fruitflow.contract import IMAGENET_WEIGHTS_FILE, WEIGHTS_IMAGENET, WEIGHTS_RANDOM
-from fruitflow.images import MODEL_INPUT_SIZE
+from fruitflow.images import MODEL_INPUT_SIZE, preprocess_input
 
 log = logging.getLogger("fruitflow")
 
@@ -25,6 +25,9 @@ RANDOM_WEIGHTS_SEED = 1234
 
 # TensorFlow's C++ start-up banner repeats in every Python worker; warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN kernels are off by default in tensorflow-cpu on AMD CPUs; they doubled the forward
+# pass on the development machine (README, "Benchmark"). Read when TensorFlow first loads.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 def build_classifier(weights: str | None = None):
@@ -73,31 +76,40 @@ def _imagenet_weights() -> list[np.ndarray]:
     return build_feature_extractor(classifier).get_weights()
 
 
-def _random_weights() -> list[np.ndarray]:
-    import keras
-
+def warn_random_weights() -> None:
     log.warning("=" * 78)
     log.warning("RANDOM WEIGHTS: MobileNetV2 is initialised with seed %d, not trained.", RANDOM_WEIGHTS_SEED)
     log.warning("The features are reproducible but MEANINGLESS: use this for tests and benchmarks only.")
     log.warning("=" * 78)
+
+
+def _random_weights() -> list[np.ndarray]:
+    import keras
+
+    warn_random_weights()
     keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)
     return build_feature_extractor().get_weights()
 
 
-def _file_weights(uri: str, fetch: Callable[[str, str], None]) -> list[np.ndarray]:
+def fetch_weights_file(uri: str, folder: str, fetch: Callable[[str, str], None]) -> str:
+    """Copy the weights file ``uri`` into ``folder``; returns the local path."""
     name = uri.rstrip("/").rsplit("/", 1)[-1]
     if not name.endswith(".h5"):
         raise JobError(
             f"weights {uri!r} must be 'imagenet', 'random' or a Keras weights file ending in .h5 "
             f"(such as {IMAGENET_WEIGHTS_FILE} or a file written by model.save_weights('x.weights.h5'))"
         )
+    local_path = os.path.join(folder, name)
+    try:
+        fetch(uri, local_path)
+    except Exception as exc:
+        raise JobError(f"cannot read weights file {uri}: {exc}") from exc
+    return local_path
+
+
+def _file_weights(uri: str, fetch: Callable[[str, str], None]) -> list[np.ndarray]:
     with tempfile.TemporaryDirectory(prefix="fruitflow-weights-") as folder:
-        local_path = os.path.join(folder, name)
-        try:
-            fetch(uri, local_path)
-        except Exception as exc:
-            raise JobError(f"cannot read weights file {uri}: {exc}") from exc
-        return _load_weights_file(local_path)
+        return load_weights_file(fetch_weights_file(uri, folder, fetch))
 
 
 def _load_strictly(model, local_path: str) -> None:
@@ -108,7 +120,7 @@ def _load_strictly(model, local_path: str) -> None:
         model.load_weights(local_path)
 
 
-def _load_weights_file(local_path: str) -> list[np.ndarray]:
+def load_weights_file(local_path: str) -> list[np.ndarray]:
     import keras
 
     classifier = build_classifier()
@@ -146,7 +158,7 @@ def configure_tensorflow_threads(threads: int) -> None:
 
 
 class FeatureExtractor:
-    """The extractor with a compiled forward pass, traced once for any batch size."""
+    """The TensorFlow engine: the extractor with a compiled forward pass, traced once for any batch size."""
 
     def __init__(self, weights: list[np.ndarray]):
         import tensorflow as tf
@@ -156,11 +168,6 @@ class FeatureExtractor:
         spec = tf.TensorSpec(shape=(None, *MODEL_INPUT_SIZE, 3), dtype=tf.float32)
         self._forward = tf.function(lambda batch: self.model(batch, training=False), input_signature=[spec])
 
-    def set_weights(self, weights: list[np.ndarray]) -> None:
-        self.model.set_weights(weights)
-
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """(n, 224, 224, 3) float32 pixels in 0..255 -> (n, 1280) float32 features."""
-        from keras.applications.mobilenet_v2 import preprocess_input
-
         return self._forward(preprocess_input(pixels)).numpy()

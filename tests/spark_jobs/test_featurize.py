@@ -94,21 +94,45 @@ def test_the_network_runs_once_per_image_and_the_summary_says_so(featurised):
     assert metrics["weights"] == "random" and metrics["seconds"] > 0
 
 
-def test_features_equal_an_in_process_keras_predict(spark, featurised):
-    """The reference: Keras' own MobileNetV2 and preprocessing, as in the reference notebook."""
+@pytest.fixture(scope="module")
+def odd_modes_folder(tmp_path_factory, fruit_images) -> Path:
+    """Real sample images re-saved in the modes photos arrive in: grey, palette, alpha, CMYK, 16-bit."""
+    folder = tmp_path_factory.mktemp("modes")
+    (folder / "Mixed").mkdir()
+    sources = sorted((fruit_images / "Training").rglob("*.jpg"))
+    rgb = [Image.open(path).convert("RGB") for path in sources[:7]]
+    rgb[0].save(folder / "Mixed" / "rgb.jpg")
+    rgb[1].convert("L").save(folder / "Mixed" / "grey.png")
+    rgb[2].convert("P").save(folder / "Mixed" / "palette.png")
+    rgb[3].convert("RGBA").save(folder / "Mixed" / "alpha.png")
+    rgb[4].convert("CMYK").save(folder / "Mixed" / "cmyk.jpg")
+    rgb[5].convert("LA").save(folder / "Mixed" / "grey-alpha.png")
+    deep = (np.asarray(rgb[6].convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(deep).save(folder / "Mixed" / "sixteen-bit.png")  # mode I;16
+    return folder
+
+
+@pytest.mark.parametrize("engine", ["onnx", "tensorflow"])
+def test_both_engines_equal_an_in_process_keras_predict(spark, odd_modes_folder, tmp_path, engine):
+    """The reference: Keras' own MobileNetV2 and preprocessing, as in the reference notebook, on
+    the same decoded pixels; within 1e-4 of the largest feature."""
     import keras
     from keras.applications.mobilenet_v2 import preprocess_input
 
+    from fruitflow.images import decode_image
     from fruitflow.model import RANDOM_WEIGHTS_SEED
+
+    assert run_featurize(odd_modes_folder, tmp_path, "--engine", engine) == 0
+    metrics = json.loads((tmp_path / "metrics" / "featurize.json").read_text())
+    assert (metrics["engine"], metrics["featurised"], metrics["errors"]) == (engine, 7, 0)
 
     keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)
     full = keras.applications.MobileNetV2(weights=None, include_top=True, input_shape=(224, 224, 3))
     reference = keras.Model(full.inputs, full.layers[-2].output)
-
-    rows = spark.read.parquet(str(featurised / "features")).orderBy("path").limit(6).collect()
+    rows = spark.read.parquet(str(tmp_path / "features")).orderBy("path").collect()
     pixels = np.stack(
         [
-            keras.utils.img_to_array(Image.open(row.path.removeprefix("file:")).convert("RGB").resize((224, 224)))
+            keras.utils.img_to_array(decode_image(Path(row.path.removeprefix("file:")).read_bytes()).resize((224, 224)))
             for row in rows
         ]
     )
@@ -120,6 +144,26 @@ def test_features_equal_an_in_process_keras_predict(spark, featurised):
     assert np.abs(actual - expected).max() <= 1e-4 * scale
     # And the images really differ: matching one constant vector would prove nothing.
     assert np.abs(expected[0] - expected[1]).max() > 1e-3 * scale
+
+
+def test_model_cache_on_a_hadoop_uri_serves_the_next_run(spark, fruit_images, tmp_path, job_log):
+    cache = f"file://{tmp_path / 'results' / '_models'}"
+    assert run_featurize(fruit_images, tmp_path / "cold", "--model-cache", cache) == 0
+    assert "model cache: stored" in job_log.text
+    job_log.clear()
+    assert run_featurize(fruit_images, tmp_path / "warm", "--model-cache", cache) == 0
+    assert "model cache: using" in job_log.text and "converted MobileNetV2" not in job_log.text
+    assert sorted(path.suffix for path in (tmp_path / "results" / "_models").iterdir()) == [".json", ".onnx"]
+    cold, warm = (
+        {row.path: row.features for row in spark.read.parquet(str(tmp_path / run / "features")).collect()}
+        for run in ("cold", "warm")
+    )
+    assert cold == warm
+
+
+def test_progress_lines_reach_the_job_log(fruit_images, tmp_path, job_log):
+    assert run_featurize(fruit_images, tmp_path) == 0
+    assert "featurize progress: 30/30 images (100%)" in job_log.text
 
 
 @pytest.fixture(scope="module")

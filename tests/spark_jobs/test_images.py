@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fruitflow.images import ImageDecodeError, decode_image, normalize_uri, to_model_input
+from fruitflow.images import ImageDecodeError, decode_image, normalize_uri, preprocess_input, to_model_input
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:
@@ -96,3 +96,15 @@ def test_decompression_bomb_is_refused(bomb_png):
 )
 def test_listed_uris_are_spelled_like_the_path_column(listed, expected):
     assert normalize_uri(listed) == expected
+
+
+def test_numpy_preprocessing_is_bit_for_bit_keras_mobilenet_v2():
+    from keras.applications.mobilenet_v2 import preprocess_input as keras_preprocess_input
+
+    every_value = np.arange(256, dtype=np.float32).reshape(1, 16, 16, 1).repeat(3, axis=3)
+    resized = np.random.default_rng(5).uniform(0, 255, (4, 224, 224, 3)).astype(np.float32)  # resize gives fractions
+    for pixels in (every_value, resized):
+        ours = preprocess_input(pixels)
+        assert ours.dtype == np.float32 and ours is not pixels
+        assert np.array_equal(ours, keras_preprocess_input(pixels.copy()))
+    assert preprocess_input(np.array([0.0, 255.0], np.float32)).tolist() == [-1.0, 1.0]

@@ -21,10 +21,9 @@ def random_weights():
     return resolve_weights("random", local_copy)
 
 
-def test_random_weights_are_seeded_and_say_so(random_weights, caplog):
-    with caplog.at_level("WARNING", logger="fruitflow"):
-        again = resolve_weights("random", local_copy)
-    assert "RANDOM WEIGHTS" in caplog.text and "MEANINGLESS" in caplog.text
+def test_random_weights_are_seeded_and_say_so(random_weights, job_log):
+    again = resolve_weights("random", local_copy)
+    assert "RANDOM WEIGHTS" in job_log.text and "MEANINGLESS" in job_log.text
     assert len(again) == len(random_weights)
     assert all(np.array_equal(a, b) for a, b in zip(again, random_weights, strict=True))
 
