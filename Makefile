@@ -11,6 +11,7 @@ PIP_LOG := $(VENV)/pip-install.log
 IMAGES ?=
 COUNT ?= 200
 WEIGHTS ?= imagenet
+ENGINE ?= onnx
 
 .PHONY: demo test lint format bench plan lock wheelhouse clean check-java
 
@@ -32,7 +33,7 @@ check-java:
 	@command -v java >/dev/null || { echo "Java 17 is required by Spark: install it (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) and retry." >&2; exit 1; }
 
 demo: $(VENV)/.runtime-installed check-java
-	@IMAGES="$(IMAGES)" COUNT="$(COUNT)" WEIGHTS="$(WEIGHTS)" $(BIN)/python scripts/demo.py
+	@IMAGES="$(IMAGES)" COUNT="$(COUNT)" WEIGHTS="$(WEIGHTS)" ENGINE="$(ENGINE)" $(BIN)/python scripts/demo.py
 
 test: lint $(VENV)/.test-installed check-java
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -6,6 +6,7 @@ mode, real TensorFlow. Settings come from the environment (the Makefile passes t
     IMAGES   folder of <class>/<image>.jpg to featurise (default: generate COUNT sample images)
     COUNT    sample images to generate when IMAGES is not set (default 200)
     WEIGHTS  imagenet (default), random, or the path of a Keras MobileNetV2 .h5 weights file
+    ENGINE   onnx (default) or tensorflow
     DATA_DIR where sample images and results go (default: data/ in the repository)
 """
 
@@ -22,12 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "spark_jobs"))
 
+from fruitflow.contract import DEFAULT_ENGINE, ENGINES  # noqa: E402
 from fruitflow.sample_images import FRUITS, generate_images  # noqa: E402
 
 # What the terminal shows of Airflow's log: each task as it starts, the jobs' summaries and errors.
 PROGRESS = (
     re.compile(r"\[DAG TEST\] starting task_id=(?P<text>\w+)"),
     re.compile(r"fruitflow: (?P<text>\w+ done: .*?)\s+\[airflow"),
+    re.compile(r"fruitflow: (?P<text>featurize progress: .*?)\s+\[airflow"),
     re.compile(r"(?P<text>\w+: error: .*?)\s+\[airflow"),
     re.compile(r"(?P<text>(invalid params|step \w+ failed|the CSV has|\d+ of \d+ images could not).*?)\s+\[airflow"),
 )
@@ -89,15 +92,19 @@ def main() -> int:
         return 2
     if weights not in ("imagenet", "random"):
         weights = str(Path(weights).resolve())
+    engine = os.environ.get("ENGINE") or DEFAULT_ENGINE
+    if engine not in ENGINES:
+        print(f"ENGINE={engine} is not an engine: use {' or '.join(ENGINES)}", file=sys.stderr)
+        return 2
 
     airflow_home = Path(os.environ.get("AIRFLOW_HOME") or ROOT / ".airflow")
     airflow_home.mkdir(parents=True, exist_ok=True)
     results = data_dir / "results"
     # One demo run a day: running it again the same day replaces that run's folder only.
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    conf = {"images_uri": str(images), "results_uri": str(results), "weights": weights}
+    conf = {"images_uri": str(images), "results_uri": str(results), "weights": weights, "engine": engine}
     log_path = airflow_home / "demo.log"
-    print(f"Running fruits_features on {images} with weights={weights} (full log: {log_path})")
+    print(f"Running fruits_features on {images} with weights={weights}, engine={engine} (full log: {log_path})")
     code = run_dag(airflow_environment(airflow_home), today.isoformat(), conf, log_path)
 
     run_folder = results / today.strftime("%Y%m%dT%H%M%SZ")

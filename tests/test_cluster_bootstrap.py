@@ -145,7 +145,7 @@ def test_bootstrap_installs_from_the_wheelhouse_alone_into_a_fresh_python(node, 
     env |= {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_EXTRA_INDEX_URL": "", "PIP_CONFIG_FILE": os.devnull}
     result = run_bootstrap(env, CODE_URI, str(fresh / "bin" / "python"), WHEELHOUSE_URI)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "fruitflow requirements ready, tensorflow 2.21.0" in result.stdout
+    assert "fruitflow requirements ready: tensorflow 2.21.0 onnxruntime 1.32.0" in result.stdout
     assert f"installing from the wheelhouse {WHEELHOUSE_URI} only" in result.stdout
     installed = subprocess.run(
         [str(fresh / "bin" / "python"), "-m", "pip", "freeze"], capture_output=True, text=True, check=True

@@ -19,9 +19,20 @@ from fruitflow_pipeline.steps import PIPELINE, emr_step, local_command, step_nam
 
 RUNS = {
     "emr": PipelineRun(
-        "20261125T020000Z", "s3://fruits/images", "s3://fruits/results", "abc123", 0.9, "s3://w/m.h5", 32, 0.05, 64
+        "20261125T020000Z",
+        "s3://fruits/images",
+        "s3://fruits/results",
+        "abc123",
+        0.9,
+        "s3://w/m.h5",
+        32,
+        0.05,
+        "onnx",
+        64,
     ),
-    "local": PipelineRun("20261125T020000Z", "/data/images", "/data/results", "abc123", 0.95, "random", 64, 0.05),
+    "local": PipelineRun(
+        "20261125T020000Z", "/data/images", "/data/results", "abc123", 0.95, "random", 64, 0.05, "tensorflow"
+    ),
 }
 
 
@@ -69,16 +80,20 @@ def test_every_path_the_dag_reads_is_an_argument_of_the_job_that_writes_it():
         value
         for step in PIPELINE
         for name, value in vars(step.arguments(run)).items()
-        if name not in ("images", "features", "pca", "weights", "variance", "batch_size", "partitions")
+        # Inputs and knobs; the model cache is the featurize job's own, read by no one else.
+        if name
+        not in ("images", "features", "pca", "weights", "variance", "batch_size", "partitions", "engine", "model_cache")
     }
     assert {run.features_uri, run.errors_uri, run.pca_uri, run.csv_uri, run.explained_variance_uri, run.plot_uri,
             *(run.metrics_uri(step.name) for step in PIPELINE)} == written  # fmt: skip
 
 
 def test_metrics_and_explained_variance_round_trip_and_refuse_a_missing_key():
-    metrics = FeaturizeMetrics(images=3, featurised=2, errors=1, model_rows=3, weights="random").timed(1.234)
+    metrics = FeaturizeMetrics(images=3, featurised=2, errors=1, model_rows=3, weights="random", engine="onnx").timed(
+        1.234
+    )
     assert FeaturizeMetrics.from_json(metrics.to_json()) == metrics and metrics.seconds == 1.23
-    assert metrics.summary() == "images=3 featurised=2 errors=1 model_rows=3 weights=random seconds=1.23"
+    assert metrics.summary() == "images=3 featurised=2 errors=1 model_rows=3 weights=random engine=onnx seconds=1.23"
     explained = ExplainedVariance(
         k=1,
         variance_threshold=0.5,

@@ -9,7 +9,10 @@ from airflow.sdk import Param
 
 from fruitflow.contract import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_ENGINE,
     DEFAULT_VARIANCE,
+    ENGINE_ONNX,
+    ENGINES,
     IMAGE_EXTENSIONS,
     WEIGHTS_IMAGENET,
     WEIGHTS_RANDOM,
@@ -18,7 +21,7 @@ from fruitflow.contract import (
 from fruitflow_pipeline.cluster import ClusterShape, worker_groups
 from fruitflow_pipeline.run import PipelineRun
 from fruitflow_pipeline.settings import Settings, Target, weights_problem
-from fruitflow_pipeline.sizing import INSTANCE_TYPES, ExecutorPlan, SizingError, plan_executors
+from fruitflow_pipeline.sizing import INSTANCE_TYPES, ExecutorPlan, SizingError, plan_executors, python_worker_mb
 from fruitflow_pipeline.storage import Storage, local_path
 
 URI_PATTERNS = {
@@ -53,6 +56,11 @@ def dag_params(settings: Settings) -> dict[str, Param]:
             description=f"'{WEIGHTS_IMAGENET}' (downloaded by the Spark driver), "
             f"'{WEIGHTS_RANDOM}' (seeded; tests only, "
             f"meaningless features) or {uri_hint.removeprefix('an ').removeprefix('a ')} of a Keras .h5 weights file.",
+        ),
+        "engine": Param(
+            DEFAULT_ENGINE, type="string", enum=list(ENGINES), title="Inference engine",
+            description=f"'{ENGINE_ONNX}': ONNX Runtime, the same network converted once (cached under "
+            "<results>/_models/), about twice as fast; 'tensorflow': the reference.",
         ),
         "batch_size": Param(
             DEFAULT_BATCH_SIZE, type="integer", minimum=1, maximum=1024, title="Batch size",
@@ -176,7 +184,8 @@ def _check_params(params: Mapping, conf: Mapping, settings: Settings) -> _Checke
             task_market=params["task_market"],
         )
         try:
-            executors = plan_executors(worker_groups(cluster))
+            worker_mb = python_worker_mb(params["engine"], int(params["batch_size"]))
+            executors = plan_executors(worker_groups(cluster), worker_mb)
         except SizingError as problem:
             problems.append(f"cluster: {problem}")
     return _CheckedParams(images, results, weights, weights_file, cluster, executors, problems)
@@ -192,6 +201,7 @@ def _validated(checked: _CheckedParams, params: Mapping, code_version: str, key:
         weights=checked.weights,
         batch_size=int(params["batch_size"]),
         max_error_share=float(params["max_error_share"]),
+        engine=params["engine"],
         partitions=checked.executors.partitions if checked.executors else None,
         executor_plan=checked.executors.describe() if checked.executors else None,
     )

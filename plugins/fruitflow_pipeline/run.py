@@ -25,6 +25,7 @@ class PipelineRun:
     weights: str
     batch_size: int
     max_error_share: float
+    engine: str
     partitions: int | None = None  # featurize tasks: set on EMR from the executor plan, Spark's default locally
     executor_plan: str | None = None  # EMR: the executors' layout, for the log and the report
 
@@ -36,6 +37,11 @@ class PipelineRun:
     def code_uri(self) -> str:
         """Job code is stored by version, beside the run folders: runs of unchanged code share it."""
         return join_uri(self.results_uri, "_code", self.code_version)
+
+    @property
+    def model_cache_uri(self) -> str:
+        """Converted models, beside the run folders: every run of the same weights and engine reuses one."""
+        return join_uri(self.results_uri, "_models")
 
     @property
     def features_uri(self) -> str:

@@ -1,8 +1,8 @@
 """Executor sizing from the cluster's shape: every core gets a task, and the Python worker each
 task runs in fits, with margin, in the YARN memory Spark reserves outside the executor's JVM heap.
 
-The featurize job's memory is mostly in its Python workers (TensorFlow, the network, a batch of
-decoded images), one per running task. Spark 3.5 counts them in ``spark.executor.memoryOverhead``
+The featurize job's memory is mostly in its Python workers (the engine, the network, a batch of
+decoded images and its activations), one per running task. Spark 3.5 counts them in ``spark.executor.memoryOverhead``
 when ``spark.executor.pyspark.memory`` is unset (Spark configuration, "Application Properties");
 that setting is left unset on purpose: it imposes an address-space limit that TensorFlow's large
 virtual reservations break. YARN kills a container whose processes outgrow heap + overhead.
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from fruitflow.contract import ENGINE_ONNX, ENGINE_TENSORFLOW, TASKS_PER_CORE
 
 
 @dataclass(frozen=True)
@@ -34,14 +36,21 @@ INSTANCE_TYPES = {
     "r5.2xlarge": InstanceType(8, 57344),
     "r5.4xlarge": InstanceType(16, 122880),
 }
-# One featurize Python worker with TensorFlow, MobileNetV2 and a batch of 64 decoded images,
-# measured on the local target (peak RSS of one worker process).
-TENSORFLOW_WORKER_MB = 1536
+# Peak RSS of one featurize Python worker running the network with 2 threads, measured on the
+# development machine: ONNX Runtime 302 MB at batch 16 and 913 MB at 64; TensorFlow (oneDNN on)
+# 964 MB at 16 and 1,790 MB at 64. The activations grow with the batch: per engine, a line
+# through both points, rounded up: (MB without a batch, MB per image of the batch).
+WORKER_MEMORY_MB = {ENGINE_ONNX: (100, 13), ENGINE_TENSORFLOW: (700, 18)}
 WORKER_MARGIN = 1.25
 JVM_OVERHEAD_MB = 384  # Spark's minimum overhead: the executor JVM's own off-heap memory
 MIN_HEAP_MB = 2048  # Arrow batches of image bytes and cached results pass through the heap
 MAX_EXECUTOR_CORES = 4
-TASKS_PER_SLOT = 4  # featurize tasks per task slot: four waves, so progress shows and stragglers even out
+
+
+def python_worker_mb(engine: str, batch_size: int) -> int:
+    """Memory of one featurize Python worker of ``engine`` running batches of ``batch_size`` images."""
+    base_mb, per_image_mb = WORKER_MEMORY_MB[engine]
+    return base_mb + per_image_mb * batch_size
 
 
 class SizingError(ValueError):
@@ -64,7 +73,7 @@ class ExecutorPlan:
     def partitions(self) -> int:
         """The featurize job's task count: a fixed multiple of the slots, not whatever parallelism
         YARN's dynamic allocation has registered when the job starts (often 2)."""
-        return self.task_slots * TASKS_PER_SLOT
+        return self.task_slots * TASKS_PER_CORE
 
     def spark_defaults(self) -> dict[str, str]:
         return {
@@ -85,11 +94,12 @@ class ExecutorPlan:
         )
 
 
-def plan_executors(groups: list[tuple[str, int]], python_worker_mb: int = TENSORFLOW_WORKER_MB) -> ExecutorPlan:
+def plan_executors(groups: list[tuple[str, int]], worker_mb: int) -> ExecutorPlan:
     """Executors for the worker groups ``[(instance type, count), ...]`` (core and task nodes).
 
-    Each node runs ``vcpus / cores`` executors of up to 4 cores; one executor size serves every
-    group, so it is what the tightest node type allows. Raises SizingError for an unknown type
+    Each node runs ``vcpus / cores`` executors of up to 4 cores, each core a Python worker of
+    ``worker_mb`` (``python_worker_mb``); one executor size serves every group, so it is what the
+    tightest node type allows. Raises SizingError for an unknown type
     or a node too small to hold a Python worker per core next to a useful heap.
     """
     groups = [(instance_type, count) for instance_type, count in groups if count]
@@ -101,15 +111,15 @@ def plan_executors(groups: list[tuple[str, int]], python_worker_mb: int = TENSOR
     types = {instance_type: INSTANCE_TYPES[instance_type] for instance_type, _ in groups}
     cores = min(MAX_EXECUTOR_CORES, *(spec.vcpus for spec in types.values()))
     container_mb = min(spec.yarn_memory_mb // (spec.vcpus // cores) for spec in types.values())
-    overhead_mb = math.ceil(cores * python_worker_mb * WORKER_MARGIN) + JVM_OVERHEAD_MB
+    overhead_mb = math.ceil(cores * worker_mb * WORKER_MARGIN) + JVM_OVERHEAD_MB
     heap_mb = container_mb - overhead_mb
     if heap_mb < MIN_HEAP_MB:
         tightest = min(types, key=lambda name: types[name].yarn_memory_mb / types[name].vcpus)
         per_vcpu = types[tightest].yarn_memory_mb // types[tightest].vcpus
         raise SizingError(
             f"{tightest} has {per_vcpu} MB of YARN memory per vCPU: a Python worker per core needs "
-            f"{math.ceil(python_worker_mb * WORKER_MARGIN)} MB plus a {MIN_HEAP_MB} MB heap per executor; "
-            "choose a type with more memory per vCPU (m5, r5)"
+            f"{math.ceil(worker_mb * WORKER_MARGIN)} MB plus a {MIN_HEAP_MB} MB heap per executor; "
+            "choose a type with more memory per vCPU (m5, r5) or a smaller batch size"
         )
     return ExecutorPlan(
         nodes=sum(count for _, count in groups),

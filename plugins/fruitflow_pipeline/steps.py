@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fruitflow.contract import (
+    ENGINE_ONNX,
     ExportCsvArguments,
     ExportCsvMetrics,
     FeaturizeArguments,
@@ -43,6 +44,8 @@ def _featurize_arguments(run: PipelineRun) -> FeaturizeArguments:
         weights=run.weights,
         batch_size=run.batch_size,
         partitions=run.partitions,
+        engine=run.engine,
+        model_cache=run.model_cache_uri if run.engine == ENGINE_ONNX else None,
         metrics=run.metrics_uri("featurize"),
     )
 

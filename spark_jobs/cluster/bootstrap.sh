@@ -30,4 +30,5 @@ if ! "$python" -m pip --version >/dev/null 2>&1; then
 fi
 sudo env TMPDIR="$work_dir/tmp" "$python" -m pip install --quiet --no-cache-dir "${package_source[@]}" \
     -r "$work_dir/requirements.txt" -c "$work_dir/constraints.txt"
-"$python" -c "import tensorflow, PIL, pyarrow, pandas, matplotlib; print('fruitflow requirements ready, tensorflow', tensorflow.__version__)"
+"$python" -c "import tensorflow, tf2onnx, onnxruntime, PIL, pyarrow, pandas, matplotlib
+print('fruitflow requirements ready: tensorflow', tensorflow.__version__, 'onnxruntime', onnxruntime.__version__)"

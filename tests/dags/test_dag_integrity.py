@@ -107,7 +107,7 @@ def test_local_graph_runs_the_same_steps_without_a_cluster(load_dag):
 @pytest.mark.parametrize("target", ["emr", "local"])
 def test_every_param_has_a_default_a_title_a_description_and_a_schema(load_dag, target):
     params = load_dag(target).params
-    expected = {"images_uri", "results_uri", "variance", "weights", "batch_size", "max_error_share"}
+    expected = {"images_uri", "results_uri", "variance", "weights", "batch_size", "max_error_share", "engine"}
     if target == "emr":
         expected |= {"release_label", "primary_instance_type", "core_instance_type", "core_instance_count",
                      "task_instance_type", "task_instance_count", "task_market"}  # fmt: skip

@@ -80,7 +80,9 @@ class FakeEmr:
         """What the step's job writes, at the paths its own parser reads from the step's arguments."""
         job_args = import_module(f"fruitflow.{name}").ARGUMENTS.parse(args[args.index("--py-files") + 3 :])
         if name == "featurize":
-            metrics = FeaturizeMetrics(images=20, featurised=19, errors=1, model_rows=20, weights=job_args.weights)
+            metrics = FeaturizeMetrics(
+                images=20, featurised=19, errors=1, model_rows=20, weights=job_args.weights, engine=job_args.engine
+            )
         elif name == "pca":
             explained = ExplainedVariance(k=3, variance_threshold=job_args.variance, explained_variance=0.96,
                                           explained_variance_ratio=[0.5, 0.3, 0.16, 0.04],
@@ -178,8 +180,10 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
     assert argument(featurize_args, "--output") == f"{run_uri}/features"
     assert argument(featurize_args, "--weights") == "random"
     assert argument(featurize_args, "--partitions") == "64"  # 16 task slots x 4, not YARN's parallelism at start
+    assert argument(featurize_args, "--engine") == "onnx"
+    assert argument(featurize_args, "--model-cache") == f"s3://{BUCKET}/results/_models"  # shared by every run
     defaults = next(c for c in request["Configurations"] if c["Classification"] == "spark-defaults")["Properties"]
-    assert (defaults["spark.executor.cores"], defaults["spark.executor.memoryOverhead"]) == ("4", "8064m")
+    assert (defaults["spark.executor.cores"], defaults["spark.executor.memoryOverhead"]) == ("4", "5044m")
     assert argument(added["Steps"][1]["HadoopJarStep"]["Args"], "--variance") == "0.95"
     assert argument(added["Steps"][2]["HadoopJarStep"]["Args"], "--output") == f"{run_uri}/pca_features.csv"
 
@@ -188,7 +192,7 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
     assert cluster["ReleaseLabel"] == "emr-7.10.0"
 
     report = read_json(f"results/{plan['run']['key']}/report.json")
-    plan_line = "2 nodes x 2 executors x 4 cores = 16 task slots with 7.9 GB Python memory and 4.1 GB heap per executor"
+    plan_line = "2 nodes x 2 executors x 4 cores = 16 task slots with 4.9 GB Python memory and 7.1 GB heap per executor"
     assert report["executor_plan"] == plan_line
     assert f"executor plan: {plan_line}" in capfd.readouterr().out  # create_cluster's log
     assert report["status"] == "succeeded"

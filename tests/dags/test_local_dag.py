@@ -30,6 +30,11 @@ def test_make_demo_runs_the_dag_and_reports_where_the_results_are(tmp_path):
 
     run_folder = tmp_path / "data" / "results" / datetime.now(UTC).strftime("%Y%m%dT000000Z")
     assert "images:  12 read, 12 featurised" in demo.stdout
+    # The featurize task's log (airflow dags test prints it) has the job's progress, shown by the demo too.
+    task_log = (tmp_path / "airflow" / "demo.log").read_text()
+    assert "featurize progress: 12/12 images (100%)" in task_log
+    assert "featurize progress: 12/12 images (100%)" in demo.stdout
+    assert "featurize done: images=12 featurised=12 errors=0 model_rows=12 weights=random engine=onnx" in task_log
     assert f"CSV:     {run_folder / 'pca_features.csv'}" in demo.stdout
     assert f"plot:    {run_folder / 'explained_variance.png'}" in demo.stdout
     for task in (

@@ -19,7 +19,7 @@ from fruitflow_pipeline.report import problems_in, run_report, steps_so_far, sum
 from fruitflow_pipeline.run import PipelineRun, run_key
 from fruitflow_pipeline.run_folder import RunFolderTaken, claim_run_folder, ensure_own
 from fruitflow_pipeline.settings import EmrSettings, LocalSettings, SettingError, Settings, Target, idle_timeout_for
-from fruitflow_pipeline.sizing import SizingError, plan_executors
+from fruitflow_pipeline.sizing import SizingError, plan_executors, python_worker_mb
 from fruitflow_pipeline.steps import PIPELINE, emr_step, local_command
 from fruitflow_pipeline.storage import LocalStorage
 
@@ -34,6 +34,7 @@ RUN = PipelineRun(
     weights="imagenet",
     batch_size=32,
     max_error_share=0.05,
+    engine="onnx",
 )
 SHAPE = ClusterShape("emr-7.10.0", "m5.xlarge", "m5.2xlarge", 3, "m5.4xlarge", 4, "SPOT")
 
@@ -92,7 +93,7 @@ def test_weights_and_idle_timeout_settings():
 
 def test_wheelhouse_setting_reaches_the_bootstrap():
     emr = Settings.from_env({"FRUITFLOW_EMR_WHEELHOUSE_URI": "s3://fruits/wheelhouse/"}).emr
-    spec = job_flow_spec(RUN, SHAPE, emr, "scheduled__x", plan_executors(worker_groups(SHAPE)))
+    spec = job_flow_spec(RUN, SHAPE, emr, "scheduled__x", plan_executors(worker_groups(SHAPE), ONNX_WORKER_MB))
     (bootstrap,) = spec["BootstrapActions"]
     assert bootstrap["ScriptBootstrapAction"]["Args"] == [
         RUN.code_uri,
@@ -177,7 +178,7 @@ def test_emr_and_local_run_the_same_step_arguments():
 
 def test_job_flow_spec_is_a_transient_cluster_that_cleans_up_after_itself():
     emr = EmrSettings(subnet_id="subnet-123", idle_timeout_seconds=1800)
-    executors = plan_executors(worker_groups(SHAPE))
+    executors = plan_executors(worker_groups(SHAPE), ONNX_WORKER_MB)
     spec = job_flow_spec(RUN, SHAPE, emr, "manual__2026-11-25T02:00:00.123456+00:00", executors)
     assert spec["ReleaseLabel"] == "emr-7.10.0"
     assert spec["Applications"] == [{"Name": "Spark"}]
@@ -209,60 +210,78 @@ def test_job_flow_spec_is_a_transient_cluster_that_cleans_up_after_itself():
     assert re.fullmatch(r"[\w .:/=+\-@]+", executors.describe())  # EMR refuses other characters in tags
 
 
+ONNX_WORKER_MB = python_worker_mb("onnx", 64)
+
+
+def test_python_worker_memory_follows_the_engine_and_the_batch():
+    # Measured: ONNX Runtime 302 MB at batch 16 and 913 MB at 64; TensorFlow 964 MB and 1,790 MB.
+    assert [python_worker_mb("onnx", batch) for batch in (16, 64)] == [308, 932]
+    assert [python_worker_mb("tensorflow", batch) for batch in (16, 64)] == [988, 1852]
+
+
 def test_default_shape_gives_every_core_a_task_and_each_python_worker_its_memory():
-    plan = plan_executors([("m5.2xlarge", 2), ("m5.2xlarge", 0)])
+    plan = plan_executors([("m5.2xlarge", 2), ("m5.2xlarge", 0)], ONNX_WORKER_MB)
     # m5.2xlarge: 8 vCPUs, 24576 MB of YARN memory: two executors of 4 cores and 12288 MB each.
     assert (plan.executors, plan.executor_cores, plan.task_slots, plan.partitions) == (4, 4, 16, 64)
-    assert plan.overhead_mb == 4 * 1920 + 384  # a 1536 MB TensorFlow worker per core, +25%, + the JVM's own
+    assert plan.overhead_mb == 4 * 1165 + 384  # a 932 MB ONNX Runtime worker per core, +25%, + the JVM's own
     assert plan.heap_mb + plan.overhead_mb == 12288
     assert plan.spark_defaults() == {
         "spark.executor.cores": "4",
-        "spark.executor.memory": "4224m",
-        "spark.executor.memoryOverhead": "8064m",
+        "spark.executor.memory": "7244m",
+        "spark.executor.memoryOverhead": "5044m",
     }
     assert plan.describe() == (
-        "2 nodes x 2 executors x 4 cores = 16 task slots with 7.9 GB Python memory and 4.1 GB heap per executor"
+        "2 nodes x 2 executors x 4 cores = 16 task slots with 4.9 GB Python memory and 7.1 GB heap per executor"
     )
+    tensorflow = plan_executors([("m5.2xlarge", 2)], python_worker_mb("tensorflow", 64))
+    assert (tensorflow.task_slots, tensorflow.overhead_mb, tensorflow.heap_mb) == (16, 4 * 2315 + 384, 2644)
 
 
 def test_memory_rich_and_mixed_shapes():
-    r5 = plan_executors([("r5.2xlarge", 3)])
+    r5 = plan_executors([("r5.2xlarge", 3)], ONNX_WORKER_MB)
     assert (r5.task_slots, r5.heap_mb + r5.overhead_mb) == (24, 57344 // 2)
-    mixed = plan_executors([("m5.2xlarge", 2), ("m5.4xlarge", 4)])  # one executor size fits both
+    mixed = plan_executors([("m5.2xlarge", 2), ("m5.4xlarge", 4)], ONNX_WORKER_MB)  # one executor size fits both
     assert (mixed.executors, mixed.task_slots) == (2 * 2 + 4 * 4, 80)
     assert mixed.heap_mb + mixed.overhead_mb == 12288  # what the tighter m5.2xlarge allows
-    assert mixed.describe().startswith("20 executors x 4 cores on 6 nodes = 80 task slots with 7.9 GB")
-    small = plan_executors([("m5.xlarge", 1)])
-    assert (small.executors, small.executor_cores, small.heap_mb) == (1, 4, 12288 - 8064)
+    assert mixed.describe().startswith("20 executors x 4 cores on 6 nodes = 80 task slots with 4.9 GB")
+    small = plan_executors([("m5.xlarge", 1)], ONNX_WORKER_MB)
+    assert (small.executors, small.executor_cores, small.heap_mb) == (1, 4, 12288 - 5044)
+    # c5.4xlarge (1.5 GB per vCPU) holds ONNX Runtime workers of smaller batches.
+    compute = plan_executors([("c5.4xlarge", 2)], python_worker_mb("onnx", 16))
+    assert (compute.executors, compute.task_slots, compute.heap_mb) == (8, 32, 6144 - (4 * 385 + 384))
 
 
 @pytest.mark.parametrize(
-    ("groups", "message"),
+    ("groups", "engine", "message"),
     [
-        ([("c5.4xlarge", 2)], "c5.4xlarge has 1536 MB of YARN memory per vCPU: a Python worker per core needs 1920 MB"),
-        ([("m5.2xlarge", 2), ("c5.2xlarge", 1)], "c5.2xlarge has 1536 MB"),
-        ([("m5.2xlarge", 2), ("x9.huge", 1)], "no YARN sizing known for x9.huge; supported types: m5.xlarge"),
+        (
+            [("c5.4xlarge", 2)],
+            "onnx",
+            "c5.4xlarge has 1536 MB of YARN memory per vCPU: a Python worker per core needs 1165 MB",
+        ),
+        ([("m5.2xlarge", 2), ("c5.2xlarge", 1)], "tensorflow", "c5.2xlarge has 1536 MB"),
+        ([("m5.2xlarge", 2), ("x9.huge", 1)], "onnx", "no YARN sizing known for x9.huge; supported types: m5.xlarge"),
     ],
 )
-def test_shapes_that_cannot_hold_a_worker_per_core_are_refused(groups, message):
+def test_shapes_that_cannot_hold_a_worker_per_core_are_refused(groups, engine, message):
     with pytest.raises(SizingError, match=re.escape(message)):
-        plan_executors(groups)
+        plan_executors(groups, python_worker_mb(engine, 64))
 
 
 def test_no_task_group_without_task_nodes():
     shape = ClusterShape("emr-7.10.0", "m5.xlarge", "m5.2xlarge", 2, "m5.2xlarge", 0, "SPOT")
     roles = [
         group["InstanceRole"]
-        for group in job_flow_spec(RUN, shape, EmrSettings(), "run", plan_executors(worker_groups(shape)))["Instances"][
-            "InstanceGroups"
-        ]
+        for group in job_flow_spec(
+            RUN, shape, EmrSettings(), "run", plan_executors(worker_groups(shape), ONNX_WORKER_MB)
+        )["Instances"]["InstanceGroups"]
     ]
     assert roles == ["MASTER", "CORE"]
 
 
 def local_params(images: Path, results: Path, **overrides) -> dict:
     return {"images_uri": str(images), "results_uri": str(results), "variance": 0.95, "weights": "random",
-            "batch_size": 64, "max_error_share": 0.05, **overrides}  # fmt: skip
+            "batch_size": 64, "max_error_share": 0.05, "engine": "onnx", **overrides}  # fmt: skip
 
 
 @pytest.fixture
@@ -346,6 +365,7 @@ def write_outputs(run: PipelineRun, images: int, featurised: int, csv_rows: int,
         errors=images - featurised,
         model_rows=images,
         weights="random",
+        engine="onnx",
         seconds=3.5,
     )
     storage.write_text(run.metrics_uri("featurize"), featurize_metrics.to_json())
@@ -367,7 +387,7 @@ def write_outputs(run: PipelineRun, images: int, featurised: int, csv_rows: int,
 
 
 def local_run(tmp_path, max_error_share=0.05) -> PipelineRun:
-    return PipelineRun("K", "/in", str(tmp_path), "v1", 0.9, "random", 64, max_error_share)
+    return PipelineRun("K", "/in", str(tmp_path), "v1", 0.9, "random", 64, max_error_share, "onnx")
 
 
 LOCAL_TASKS = ["validate_params", "empty_run_folder", "upload_code", "featurize", "pca", "export_csv", "check_outputs"]
