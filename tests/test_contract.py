@@ -108,7 +108,7 @@ def test_metrics_and_explained_variance_round_trip_and_refuse_a_missing_key():
 
 def test_defaults_and_required_flags_come_from_the_contract(capsys):
     parsed = FeaturizeArguments.parse(["--images", "/i", "--output", "/f", "--errors", "/e"])
-    assert (parsed.weights, parsed.batch_size, parsed.partitions, parsed.metrics) == ("imagenet", 64, None, None)
+    assert (parsed.weights, parsed.batch_size, parsed.partitions, parsed.metrics) == ("imagenet", 32, None, None)
     with pytest.raises(SystemExit):
         FeaturizeArguments.parse(["--images", "/i", "--output", "/f"])
     assert "the following arguments are required: --errors" in capsys.readouterr().err

@@ -183,7 +183,7 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
     assert argument(featurize_args, "--engine") == "onnx"
     assert argument(featurize_args, "--model-cache") == f"s3://{BUCKET}/results/_models"  # shared by every run
     defaults = next(c for c in request["Configurations"] if c["Classification"] == "spark-defaults")["Properties"]
-    assert (defaults["spark.executor.cores"], defaults["spark.executor.memoryOverhead"]) == ("4", "5044m")
+    assert (defaults["spark.executor.cores"], defaults["spark.executor.memoryOverhead"]) == ("4", "3604m")
     assert argument(added["Steps"][1]["HadoopJarStep"]["Args"], "--variance") == "0.95"
     assert argument(added["Steps"][2]["HadoopJarStep"]["Args"], "--output") == f"{run_uri}/pca_features.csv"
 
@@ -192,7 +192,7 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
     assert cluster["ReleaseLabel"] == "emr-7.10.0"
 
     report = read_json(f"results/{plan['run']['key']}/report.json")
-    plan_line = "2 nodes x 2 executors x 4 cores = 16 task slots with 4.9 GB Python memory and 7.1 GB heap per executor"
+    plan_line = "2 nodes x 2 executors x 4 cores = 16 task slots with 3.5 GB Python memory and 8.5 GB heap per executor"
     assert report["executor_plan"] == plan_line
     assert f"executor plan: {plan_line}" in capfd.readouterr().out  # create_cluster's log
     assert report["status"] == "succeeded"
@@ -274,7 +274,10 @@ def test_a_bad_param_is_refused_before_any_cluster_exists(emr_dag, aws_calls, co
         ),
         ({"images_uri": f"s3://{BUCKET}/docs"}, "no .jpg, .jpeg, .png files under s3://fruits/docs, 2 other file(s)"),
         ({"foo": 1}, "conf: unknown key(s) foo; the params are images_uri, results_uri, variance"),
-        ({"core_instance_type": "c5.4xlarge"}, "cluster: c5.4xlarge has 1536 MB of YARN memory per vCPU"),
+        (
+            {"core_instance_type": "c5.4xlarge", "batch_size": 64},
+            "cluster: c5.4xlarge has 1536 MB of YARN memory per vCPU",
+        ),
     ],
 )
 def test_params_that_pass_the_form_but_not_the_world_start_no_cluster_and_claim_no_folder(

@@ -34,7 +34,7 @@ def test_default_plan_shows_executors_steps_and_the_request_for_the_nightly_run(
     plan = render_plan(Settings.from_env({}), {}, MOMENT)
     assert "run 20261126T020000Z" in plan
     assert (
-        "Executors: 2 nodes x 2 executors x 4 cores = 16 task slots with 4.9 GB Python memory and 7.1 GB heap "
+        "Executors: 2 nodes x 2 executors x 4 cores = 16 task slots with 3.5 GB Python memory and 8.5 GB heap "
         "per executor" in plan
     )
     assert "Featurize tasks: 64" in plan
@@ -89,7 +89,7 @@ def test_plan_command_as_a_user_runs_it(capsys):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "4 nodes x 2 executors x 4 cores = 32 task slots" in result.stdout
-    assert main(["--conf", '{"core_instance_type": "c5.4xlarge", "colour": "red"}']) == 2
+    assert main(["--conf", '{"core_instance_type": "c5.4xlarge", "batch_size": 64, "colour": "red"}']) == 2
     error = capsys.readouterr().err
     assert "would be refused: conf: unknown key(s) colour" in error and "c5.4xlarge has 1536 MB" in error
     with pytest.raises(SystemExit):
