@@ -16,7 +16,8 @@ MobileNetV2 weights, and printed as a Markdown report (also written to --output)
 5. bench/reference_pipeline.py (the notebook's approach) on the same images.
 
     python bench/benchmark.py [--sizes 250,500,1000,2000] [--marginal 1000,3000] [--raw-images 1000]
-                              [--raw-threads 2] [--memory-images 10000] [--reference-images 1000]
+                              [--raw-threads 2] [--memory-images 10000] [--nightly-images 2000]
+                              [--reference-images 1000]
                               [--skip-reference] [--output bench/results.md] [--workdir DIR]
 """
 
@@ -38,7 +39,9 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "spark_jobs"), str(ROOT / "plugins")]
+sys.path[:0] = [str(ROOT / "spark_jobs"), str(ROOT / "plugins"), str(ROOT / "scripts")]
+
+from demo import airflow_environment, run_dag  # noqa: E402
 
 from fruitflow.contract import (  # noqa: E402
     DEFAULT_BATCH_SIZE,
@@ -109,7 +112,7 @@ def onnx_forward_passes(threads: int) -> dict[str, Callable]:
     from fruitflow.onnx_model import OnnxFeatureExtractor, onnx_model
 
     # Converted here, before any clock starts: the job converts once per model cache, not per run.
-    model = onnx_model(WEIGHTS_RANDOM, fetch=None, cache=None)
+    model = onnx_model(WEIGHTS_RANDOM, weights_file=None, cache=None)
     return {"onnxruntime": OnnxFeatureExtractor(model, threads)}
 
 
@@ -444,6 +447,48 @@ def run_reference(run: PipelineRun, output: Path, logs: Path) -> tuple[JobTiming
     return JobTiming(images=metrics["images"], wall_seconds=wall, job_seconds=metrics["seconds"]), metrics
 
 
+@dataclass(frozen=True)
+class NightlyRun:
+    label: str
+    wall_seconds: float  # the whole local DAG run (airflow dags test), Airflow's start included
+    status: str  # report.json's
+    featurize_seconds: float | None  # None: no Spark job ran
+    through_network: int | None
+
+
+def run_nightly(label: str, day: int, images: Path, results: Path, airflow_home: Path, logs: Path) -> NightlyRun:
+    """One run of the local DAG, as `make demo` runs it, on the night of November ``day``."""
+    conf = {"images_uri": str(images), "results_uri": str(results), "weights": WEIGHTS_RANDOM}
+    log = logs / f"nightly-{day}.log"
+    started = time.monotonic()
+    code = run_dag(airflow_environment(airflow_home), f"2026-11-{day:02d}T02:00:00+00:00", conf, log)
+    wall = time.monotonic() - started
+    report = json.loads((results / f"202611{day:02d}T020000Z" / "report.json").read_text())
+    if code or report["status"] not in ("succeeded", "unchanged"):
+        raise RuntimeError(f"the {label} DAG run ended {report['status']} (log: {log})")
+    counts = report.get("counts", {})
+    return NightlyRun(label, wall, report["status"], report.get("seconds", {}).get("featurize"),
+                      counts.get("through_network"))  # fmt: skip
+
+
+def measure_nightly(workdir: Path, count: int, model_cache: Path, logs: Path) -> list[NightlyRun]:
+    """A full run of the local DAG on ``count`` images, the next night with 1 % of them replaced by
+    other images, and a night without change; the model cache is warm for all three."""
+    base = workdir / "nightly"
+    shutil.rmtree(base, ignore_errors=True)
+    images, results = base / "images", base / "results"
+    shutil.copytree(image_folder(workdir, count), images)
+    shutil.copytree(model_cache, results / "_models")
+    runs = [run_nightly("full", 20, images, results, base / "airflow", logs)]
+    existing = sorted(images.rglob("*.jpg"))
+    others = generate_images(base / "others", max(1, count // 100), seed=IMAGE_SEED + 1)
+    for target, source in zip(existing[:: len(existing) // len(others)], others, strict=False):
+        target.write_bytes(source.read_bytes())
+    runs.append(run_nightly(f"{len(others)} images changed (1 %)", 21, images, results, base / "airflow", logs))
+    runs.append(run_nightly("nothing changed", 22, images, results, base / "airflow", logs))
+    return runs
+
+
 # ---------------------------------------------------------------- arithmetic
 
 
@@ -503,6 +548,7 @@ class Report:
     warm_up_images: int
     model_cache: str
     memory: MemoryResult | None
+    nightly: list[NightlyRun]
     reference: JobTiming | None
     reference_metrics: dict | None
 
@@ -639,6 +685,34 @@ def memory_section(report: Report) -> list[str]:
     ]
 
 
+def nightly_section(report: Report) -> list[str]:
+    title = "## Nightly runs (the local DAG, `airflow dags test`, as `make demo` runs it)"
+    if not report.nightly:
+        return [title, "", "Skipped (--nightly-images 0)."]
+    full = report.nightly[0]
+    rows = [
+        [
+            run.label,
+            run.status,
+            "no Spark job" if run.through_network is None else f"{run.through_network:,}",
+            "–" if run.featurize_seconds is None else number(run.featurize_seconds),
+            times(ratio(run.featurize_seconds, full.featurize_seconds)) if run.featurize_seconds else "–",
+            number(run.wall_seconds),
+            times(ratio(run.wall_seconds, full.wall_seconds)),
+        ]
+        for run in report.nightly
+    ]
+    header = ["run", "status", "through the network", "featurize job s", "/ full", "DAG run wall s", "/ full"]
+    return [
+        title,
+        "",
+        "Three nights on the same folder: every image, then with 1 % of the images replaced by other ones "
+        "(the featurize job carries the others' rows over), then with nothing changed (no Spark job).",
+        "",
+        *table(header, rows),
+    ]
+
+
 def pca_csv_section(report: Report) -> list[str]:
     timings = report.pipelines[report.headline]
     rows = [
@@ -741,6 +815,7 @@ def render(report: Report, started: datetime) -> str:
         raw_section(report),
         featurize_section(report),
         memory_section(report),
+        nightly_section(report),
         pca_csv_section(report),
         growth_section(report),
         reference_section(report),
@@ -783,6 +858,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=count_or_zero,
         default=10000,
         help="images for the featurize job's peak memory, default engine; 0 skips it (default %(default)s)",
+    )
+    parser.add_argument(
+        "--nightly-images",
+        type=count_or_zero,
+        default=2000,
+        help="images for the nightly rows: the local DAG in full, then with 1%% of the images changed, "
+        "then unchanged; 0 skips them (default %(default)s)",
     )
     parser.add_argument(
         "--reference-images",
@@ -859,6 +941,11 @@ def benchmark(args: argparse.Namespace) -> Report:
         progress(f"featurize ({DEFAULT_ENGINE}) on {args.memory_images} images, sampling its memory")
         memory = measure_memory(run_for(args.memory_images, purpose="memory-"), logs)
 
+    nightly = []
+    if args.nightly_images:
+        progress(f"nightly runs of the local DAG on {args.nightly_images} images: full, 1 % changed, unchanged")
+        nightly = measure_nightly(workdir, args.nightly_images, Path(run_for(warm_up_images).model_cache_uri), logs)
+
     reference = reference_metrics = None
     if not args.skip_reference:
         progress(f"reference pipeline on {headline} images")
@@ -872,6 +959,7 @@ def benchmark(args: argparse.Namespace) -> Report:
         warm_up_images=warm_up_images,
         model_cache=run_for(warm_up_images).model_cache_uri,
         memory=memory,
+        nightly=nightly,
         reference=reference,
         reference_metrics=reference_metrics,
     )

@@ -16,6 +16,15 @@ The run key is the run's logical date to the second (`20261125T020000Z`); a seco
 same second gets a longer name (`20261125T020000Z-200000`). `_dag_run.json` in the folder names the
 DAG run that owns it: clearing a run replaces only its own folder, never another run's.
 
+**Nightly runs cost what changed.** `find_changes` lists the images (paths, sizes, modification
+times). When they and the params that shape the outputs (variance, weights, engine) are those of
+the last good run (`<results_uri>/latest.json`), nothing runs: no cluster, no Spark; the run ends
+successful and `report.json` says `unchanged since <run key>`. Otherwise featurize carries over
+the last good run's rows of unchanged images and only featurises new and changed ones. The
+`full_refresh` param computes everything. Each good run moves `latest.json` and emits an event
+of the `fruitflow_features` asset, whose `extra` has the run key, the CSV and features URIs, k
+and the counts: `schedule=[Asset.ref(name="fruitflow_features")]` runs a DAG after each.
+
 **Target** (`FRUITFLOW_TARGET`): `emr` creates a transient EMR cluster, runs the three steps on
 it and always terminates it (`terminate_cluster` is a teardown; a run that ends failed without
 it has its clusters terminated by the fruitflow cleanup listener; EMR's idle auto-termination is
@@ -30,8 +39,11 @@ the last safety net). `local` runs the same steps with spark-submit on this mach
 - **watch_featurize / watch_pca / watch_export_csv** (EMR) or **featurize / pca / export_csv** (local):
   the log says the step's state, EMR's reason and the S3 folder of the step's logs
   (`stderr.gz` has the Spark driver's error). A cancelled step only means an earlier one failed.
+- **find_changes**: the images could not be listed (AWS access). Skipped steps after it, all
+  pink, with a green run: nothing changed since the last good run, as its log says.
 - **check_outputs**: the steps ran but the outputs are off (row counts, too many unreadable
   images). `report.json` in the run folder has the numbers; `errors/` lists each bad image and why.
+  `latest.json` still names the last good run: the next run compares with that one.
 - **write_report**: only the report could not be written; the run's outcome is that of the other tasks.
 - The cluster is terminated in every case: check that `terminate_cluster` is green (`report.json`
   names it as `failed_task` otherwise). If it is not, terminate the cluster named in its log by hand
@@ -46,12 +58,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrTerminateJobFlowOperator
-from airflow.sdk import DAG, chain, task
+from airflow.sdk import DAG, Asset, chain, task
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowFailException
 
 from fruitflow_pipeline.cluster import job_flow_spec
 from fruitflow_pipeline.code_bundle import build_bundle, code_version
+from fruitflow_pipeline.nightly import asset_extra, latest_uri, list_images, read_latest, record_good_run
 from fruitflow_pipeline.operators import (
     FAILURE_XCOM_KEY,
     EmrRunClusterOperator,
@@ -72,6 +85,14 @@ SETTINGS = Settings.from_env()
 # at parse time makes every wait of this DAG follow the deployment's setting.
 DEFER_WAITS = conf.getboolean("operators", "default_deferrable", fallback=False)
 OUTPUTS_XCOM_KEY = "outputs"
+LISTING_XCOM_KEY = "listing"
+UNCHANGED_XCOM_KEY = "unchanged_since"
+# One asset for the deployment's results, whatever a manual run's results_uri: each event's extra
+# says where that run's outputs are.
+FEATURES_ASSET = Asset(
+    name="fruitflow_features",
+    uri=latest_uri(SETTINGS.results_uri if "://" in SETTINGS.results_uri else f"file://{SETTINGS.results_uri}"),
+)
 
 
 def storage():
@@ -104,6 +125,21 @@ def validate_params(params=None, logical_date=None, dag_run=None) -> dict:
     return plan
 
 
+@task.short_circuit(multiple_outputs=False, ignore_downstream_trigger_rules=False)
+def find_changes(run: dict, params=None, ti=None) -> dict | bool:
+    """List the images. Same images and output-shaping params as the last good run: skip every
+    step (no cluster, no Spark; the report still runs and says so). Otherwise hand the run on."""
+    pipeline_run, store = PipelineRun.from_xcom(run), storage()
+    listing = list_images(store, pipeline_run.images_uri)
+    ti.xcom_push(LISTING_XCOM_KEY, {"digest": listing.digest, "images": listing.images})
+    latest = None if params["full_refresh"] else read_latest(store, pipeline_run.results_uri)
+    if latest and latest.unchanged_for(pipeline_run, listing):
+        ti.xcom_push(UNCHANGED_XCOM_KEY, latest.run_key)
+        print(f"unchanged since {latest.run_key}: the same {listing.images} images and params; nothing to compute")
+        return False
+    return run
+
+
 @task(multiple_outputs=False)
 def empty_run_folder(run: dict, run_id=None) -> dict:
     """Delete what an earlier try of this DAG run left in its folder; never another run's folder.
@@ -129,18 +165,21 @@ def upload_code(run: dict) -> dict:
     return run
 
 
-@task
-def check_outputs(run: dict, ti=None) -> str:
+@task(outlets=[FEATURES_ASSET])
+def check_outputs(run: dict, ti=None, outlet_events=None) -> str:
     """CSV rows = featurised images, error share under the limit. Keeps the outputs' summary for
-    the report, also when a check fails; returns the CSV's URI."""
-    pipeline_run = PipelineRun.from_xcom(run)
+    the report, also when a check fails. Outputs that pass become the last good run
+    (latest.json) and an event of the features asset; returns the CSV's URI."""
+    pipeline_run, store = PipelineRun.from_xcom(run), storage()
     try:
-        summary = summarise_outputs(pipeline_run, storage())
+        summary = summarise_outputs(pipeline_run, store)
     except OutputCheckFailed as problem:
         raise AirflowFailException(str(problem)) from None
     ti.xcom_push(OUTPUTS_XCOM_KEY, summary)
     if problems := problems_in(summary, pipeline_run.max_error_share):
         raise AirflowFailException("; ".join(problems))
+    record_good_run(store, pipeline_run, ti.xcom_pull(task_ids="find_changes", key=LISTING_XCOM_KEY))
+    outlet_events[FEATURES_ASSET].extra = asset_extra(pipeline_run, summary)
     return pipeline_run.csv_uri
 
 
@@ -168,6 +207,7 @@ def write_report(run: dict, checks_task_id: str, cluster_task_id: str | None = N
         steps={} if outputs else steps_so_far(pipeline_run, store),
         cluster_id=ti.xcom_pull(task_ids=cluster_task_id) if cluster_task_id else None,
         teardowns={task.task_id for task in tasks if task.is_teardown},
+        unchanged_since=ti.xcom_pull(task_ids="find_changes", key=UNCHANGED_XCOM_KEY),
     )
     store.write_text(pipeline_run.report_uri, json.dumps(report, indent=2))
     return pipeline_run.report_uri
@@ -196,7 +236,7 @@ with DAG(
 ) as dag:
     # The validated run flows from task to task, so each edge of the graph is data a task reads.
     plan = validate_params()
-    run_with_code = upload_code(empty_run_folder(plan["run"]))
+    run_with_code = upload_code(empty_run_folder(find_changes(plan["run"])))
 
     if SETTINGS.target is Target.EMR:
         create_cluster = EmrRunClusterOperator(

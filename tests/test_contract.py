@@ -74,6 +74,12 @@ def test_each_job_reads_only_arguments_its_contract_declares(step):
     assert read and read <= declared, read - declared
 
 
+INPUTS_AND_KNOBS = {
+    "images", "features", "pca", "weights", "variance", "batch_size", "partitions", "engine", "model_cache",
+    "previous_features", "previous_errors",
+}  # fmt: skip
+
+
 def test_every_path_the_dag_reads_is_an_argument_of_the_job_that_writes_it():
     run = RUNS["local"]
     written = {
@@ -81,19 +87,22 @@ def test_every_path_the_dag_reads_is_an_argument_of_the_job_that_writes_it():
         for step in PIPELINE
         for name, value in vars(step.arguments(run)).items()
         # Inputs and knobs; the model cache is the featurize job's own, read by no one else.
-        if name
-        not in ("images", "features", "pca", "weights", "variance", "batch_size", "partitions", "engine", "model_cache")
+        if name not in INPUTS_AND_KNOBS
     }
     assert {run.features_uri, run.errors_uri, run.pca_uri, run.csv_uri, run.explained_variance_uri, run.plot_uri,
             *(run.metrics_uri(step.name) for step in PIPELINE)} == written  # fmt: skip
 
 
 def test_metrics_and_explained_variance_round_trip_and_refuse_a_missing_key():
-    metrics = FeaturizeMetrics(images=3, featurised=2, errors=1, model_rows=3, weights="random", engine="onnx").timed(
-        1.234
-    )
+    metrics = FeaturizeMetrics(
+        images=3, featurised=2, errors=1, model_rows=3, reused=0, new=3, changed=0, removed=0, weights="random",
+        engine="onnx",
+    ).timed(1.234)  # fmt: skip
     assert FeaturizeMetrics.from_json(metrics.to_json()) == metrics and metrics.seconds == 1.23
-    assert metrics.summary() == "images=3 featurised=2 errors=1 model_rows=3 weights=random engine=onnx seconds=1.23"
+    assert metrics.summary() == (
+        "images=3 featurised=2 errors=1 model_rows=3 reused=0 new=3 changed=0 removed=0 weights=random engine=onnx "
+        "seconds=1.23"
+    )
     explained = ExplainedVariance(
         k=1,
         variance_threshold=0.5,

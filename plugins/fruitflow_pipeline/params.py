@@ -19,6 +19,7 @@ from fruitflow.contract import (
     is_image_path,
 )
 from fruitflow_pipeline.cluster import ClusterShape, worker_groups
+from fruitflow_pipeline.nightly import read_latest
 from fruitflow_pipeline.run import PipelineRun
 from fruitflow_pipeline.settings import Settings, Target, weights_problem
 from fruitflow_pipeline.sizing import INSTANCE_TYPES, ExecutorPlan, SizingError, plan_executors, python_worker_mb
@@ -65,6 +66,11 @@ def dag_params(settings: Settings) -> dict[str, Param]:
         "batch_size": Param(
             DEFAULT_BATCH_SIZE, type="integer", minimum=1, maximum=1024, title="Batch size",
             description="Images per MobileNetV2 forward pass (and per Arrow batch).",
+        ),
+        "full_refresh": Param(
+            False, type="boolean", title="Full refresh",
+            description="Featurise every image again and run even if nothing changed, instead of "
+            "carrying over the last good run's rows of unchanged images.",
         ),
         "max_error_share": Param(
             0.05, type="number", minimum=0, maximum=1, title="Tolerated share of unreadable images",
@@ -130,8 +136,8 @@ def _images_problem(storage: Storage, images: str) -> str | None:
     """None when the featurize job would find at least one image under ``images``. Stops listing
     at the first image, so a large bucket costs one page."""
     others = 0
-    for relative in storage.files_under(images):
-        if is_image_path(relative):
+    for listed in storage.files_under(images):
+        if is_image_path(listed.path):
             return None
         others += 1
     return (
@@ -191,7 +197,9 @@ def _check_params(params: Mapping, conf: Mapping, settings: Settings) -> _Checke
     return _CheckedParams(images, results, weights, weights_file, cluster, executors, problems)
 
 
-def _validated(checked: _CheckedParams, params: Mapping, code_version: str, key: str) -> ValidatedRun:
+def _validated(
+    checked: _CheckedParams, params: Mapping, code_version: str, key: str, previous_key: str | None = None
+) -> ValidatedRun:
     run = PipelineRun(
         key=key,
         images_uri=checked.images,
@@ -204,6 +212,7 @@ def _validated(checked: _CheckedParams, params: Mapping, code_version: str, key:
         engine=params["engine"],
         partitions=checked.executors.partitions if checked.executors else None,
         executor_plan=checked.executors.describe() if checked.executors else None,
+        previous_key=previous_key,
     )
     return ValidatedRun(run, checked.cluster, checked.executors)
 
@@ -231,7 +240,11 @@ def validate_run(
         problems.append(f"weights: no file at {checked.weights}")
     if problems:
         raise InvalidParams("; ".join(problems))
-    return _validated(checked, params, code_version, claim_key(checked.results))
+    key = claim_key(checked.results)
+    latest = None if params["full_refresh"] else read_latest(storage, checked.results)
+    # A cleared rerun of the last good run empties that very folder: it cannot be its own previous.
+    previous_key = latest.run_key if latest and latest.run_key != key else None
+    return _validated(checked, params, code_version, key, previous_key)
 
 
 def plan_run(params: Mapping, conf: Mapping, settings: Settings, code_version: str, key: str) -> ValidatedRun:

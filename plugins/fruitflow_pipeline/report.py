@@ -39,7 +39,14 @@ def summarise_outputs(run: PipelineRun, storage: Storage) -> dict:
             "errors": featurize.errors,
             "error_share": round(featurize.errors / featurize.images, 6) if featurize.images else 0.0,
             "csv_rows": csv_rows,
+            # Against the previous run's outputs: rows carried over, and what went through the network.
+            "reused": featurize.reused,
+            "new": featurize.new,
+            "changed": featurize.changed,
+            "removed": featurize.removed,
+            "through_network": featurize.model_rows,
         },
+        "previous_run": run.previous_key,
         "pca": {
             "k": explained.k,
             "variance_threshold": explained.variance_threshold,
@@ -92,6 +99,7 @@ def run_report(
     steps: Mapping[str, dict],
     cluster_id: str | None = None,
     teardowns: Collection[str] = (),
+    unchanged_since: str | None = None,
 ) -> dict:
     """report.json of a finished run, succeeded or failed.
 
@@ -99,12 +107,16 @@ def run_report(
     ``failures`` the error of each task that failed; ``outputs`` the checked outputs'
     summary when the checks ran; ``steps`` the metrics of the steps that finished. As in
     Airflow, a failed teardown does not fail the run, but it is the ``failed_task`` to look at.
+    ``unchanged_since`` names the last good run when nothing changed since, so nothing ran.
     """
     failed = [task_id for task_id, state in task_states.items() if state == "failed"]
     succeeded = all(state == "success" for task_id, state in task_states.items() if task_id not in teardowns)
+    status = "succeeded" if succeeded and outputs is not None else "failed"
+    if unchanged_since and not failed:
+        status = "unchanged"
     report = {
         "run": run.key,
-        "status": "succeeded" if succeeded and outputs is not None else "failed",
+        "status": status,
         "target": target,
         "cluster_id": cluster_id,
         "executor_plan": run.executor_plan,
@@ -114,6 +126,9 @@ def run_report(
         "error": failures.get(failed[0]) if failed else None,
         "tasks": dict(task_states),
     }
+    if unchanged_since:
+        report["unchanged_since"] = unchanged_since
+        report["message"] = f"unchanged since {unchanged_since}: same images and params, nothing to compute"
     if outputs is not None:
         return report | outputs | {"problems": problems_in(outputs, run.max_error_share)}
     return report | {"steps_finished": dict(steps), "problems": []}

@@ -28,6 +28,7 @@ class PipelineRun:
     engine: str
     partitions: int | None = None  # featurize tasks: set on EMR from the executor plan, Spark's default locally
     executor_plan: str | None = None  # EMR: the executors' layout, for the log and the report
+    previous_key: str | None = None  # the last good run, whose unchanged rows featurize carries over
 
     @property
     def uri(self) -> str:
@@ -46,6 +47,14 @@ class PipelineRun:
     @property
     def features_uri(self) -> str:
         return join_uri(self.uri, "features")
+
+    @property
+    def previous_features_uri(self) -> str | None:
+        return join_uri(self.results_uri, self.previous_key, "features") if self.previous_key else None
+
+    @property
+    def previous_errors_uri(self) -> str | None:
+        return join_uri(self.results_uri, self.previous_key, "errors") if self.previous_key else None
 
     @property
     def errors_uri(self) -> str:

@@ -46,6 +46,8 @@ def _featurize_arguments(run: PipelineRun) -> FeaturizeArguments:
         partitions=run.partitions,
         engine=run.engine,
         model_cache=run.model_cache_uri if run.engine == ENGINE_ONNX else None,
+        previous_features=run.previous_features_uri,
+        previous_errors=run.previous_errors_uri,
         metrics=run.metrics_uri("featurize"),
     )
 

@@ -6,6 +6,8 @@ import codecs
 import csv
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -13,9 +15,16 @@ from fruitflow_pipeline.run import join_uri
 from fruitflow_pipeline.settings import Target
 
 
+@dataclass(frozen=True)
+class ListedFile:
+    path: str  # relative to the folder listed
+    size: int
+    modified: str  # as the store reports it (ISO 8601): only compared with itself
+
+
 class Storage(Protocol):
     def exists(self, uri: str) -> bool: ...
-    def files_under(self, uri: str) -> Iterator[str]: ...
+    def files_under(self, uri: str) -> Iterator[ListedFile]: ...
     def read_text(self, uri: str) -> str: ...
     def write_text(self, uri: str, text: str) -> None: ...
     def csv_rows(self, uri: str) -> Iterator[list[str]]: ...
@@ -31,10 +40,14 @@ class LocalStorage:
     def exists(self, uri: str) -> bool:
         return local_path(uri).exists()
 
-    def files_under(self, uri: str) -> Iterator[str]:
-        """Paths of the files under the folder ``uri``, relative to it, as they are found."""
+    def files_under(self, uri: str) -> Iterator[ListedFile]:
+        """The files under the folder ``uri``, paths relative to it, as they are found."""
         folder = local_path(uri)
-        return (path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+        for path in folder.rglob("*"):
+            if path.is_file():
+                status = path.stat()
+                modified = datetime.fromtimestamp(status.st_mtime, UTC).isoformat()
+                yield ListedFile(path.relative_to(folder).as_posix(), status.st_size, modified)
 
     def read_text(self, uri: str) -> str:
         return local_path(uri).read_text(encoding="utf-8")
@@ -81,13 +94,14 @@ class S3Storage:
         response = self.hook.get_conn().list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
         return response.get("KeyCount", 0) > 0
 
-    def files_under(self, uri: str) -> Iterator[str]:
-        """Keys under the prefix ``uri``, relative to it, page by page as S3 lists them."""
+    def files_under(self, uri: str) -> Iterator[ListedFile]:
+        """The objects under the prefix ``uri``, keys relative to it, page by page as S3 lists them."""
         bucket, prefix = self._split(join_uri(uri, ""))
         pages = self.hook.get_conn().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         for page in pages:
             for item in page.get("Contents", []):
-                yield item["Key"].removeprefix(prefix)
+                modified = item["LastModified"].astimezone(UTC).isoformat()
+                yield ListedFile(item["Key"].removeprefix(prefix), item["Size"], modified)
 
     def read_text(self, uri: str) -> str:
         bucket, key = self._split(uri)

@@ -25,6 +25,9 @@ ENGINE_ONNX = "onnx"
 ENGINE_TENSORFLOW = "tensorflow"
 ENGINES = (ENGINE_ONNX, ENGINE_TENSORFLOW)
 DEFAULT_ENGINE = ENGINE_ONNX  # measured faster: README, "Benchmark"
+# Beside the features Parquet (readers skip "_" files): what computed them, so that a later run
+# knows whether their rows can be carried over.
+FEATURES_IDENTITY_FILE = "_model.json"
 # Featurize tasks per core: a few waves rather than one, so progress shows task by task and
 # stragglers even out; each Python worker keeps its network between tasks.
 TASKS_PER_CORE = 4
@@ -153,6 +156,12 @@ class FeaturizeArguments(JobArguments):
         f"folder (any Hadoop URI) keeping converted models between runs, for the '{ENGINE_ONNX}' engine",
         default=None,
     )
+    previous_features: str | None = flag(
+        "a previous run's --output: images whose path, size and modification time are unchanged keep "
+        "their rows instead of going through the network again (with --previous-errors)",
+        default=None,
+    )
+    previous_errors: str | None = flag("that previous run's --errors", default=None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,6 +194,9 @@ class ExportCsvArguments(JobArguments):
 class JsonRecord:
     """A small JSON file one side writes and the other reads: a key missing on read is an error."""
 
+    def to_dict(self) -> dict:
+        return asdict(self)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
@@ -213,9 +225,22 @@ class FeaturizeMetrics(JobMetrics):
     images: int  # files listed
     featurised: int
     errors: int  # images + errors == images listed
-    model_rows: int  # rows that went through the network
+    model_rows: int  # rows that went through the network: new + changed
+    reused: int  # unchanged since the previous outputs: rows carried over
+    new: int
+    changed: int  # same path, another size or modification time
+    removed: int  # in the previous outputs, gone from the images
     weights: str
     engine: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeaturesIdentity(JsonRecord):
+    """What decides a features row besides the image: the featurize job's ``_model.json``."""
+
+    engine: str
+    weights_digest: str
+    preprocessing: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,25 +1,47 @@
 """Featurise job: every image under --images becomes a 1280-d MobileNetV2 embedding or an error row.
 
-Extract: binaryFile listing and bytes. Transform: a pandas iterator UDF that decodes,
-preprocesses and runs the network batch by batch, with ONNX Runtime (the default) or
-TensorFlow. Load: features and errors Parquet, with a progress line every 30 s.
-Reconcile: every listed file is in exactly one of the two outputs.
+Extract: binaryFile listing (path, size, modification time) and bytes. Reuse: with a previous
+run's outputs, files whose path, size and modification time are unchanged keep their rows.
+Transform: a pandas iterator UDF that decodes, preprocesses and runs the network batch by batch
+on the other files, with ONNX Runtime (the default) or TensorFlow. Load: features and errors
+Parquet, with a progress line every 30 s. Reconcile: every listed file is in exactly one of the
+two outputs.
 """
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from fruitflow import hadoop_fs
 from fruitflow.cli import JobError, log, run_job
-from fruitflow.contract import ENGINE_ONNX, IMAGE_EXTENSIONS, TASKS_PER_CORE, FeaturizeArguments, FeaturizeMetrics
-from fruitflow.images import IMAGE_GLOB, ImageDecodeError, decode_image, normalize_uri, to_model_input
-from fruitflow.model import FeatureExtractor, configure_tensorflow_threads, resolve_weights
+from fruitflow.contract import (
+    ENGINE_ONNX,
+    FEATURES_IDENTITY_FILE,
+    IMAGE_EXTENSIONS,
+    TASKS_PER_CORE,
+    WEIGHTS_IMAGENET,
+    WEIGHTS_RANDOM,
+    FeaturesIdentity,
+    FeaturizeArguments,
+    FeaturizeMetrics,
+)
+from fruitflow.images import IMAGE_GLOB, PREPROCESSING, ImageDecodeError, decode_image, normalize_uri, to_model_input
+from fruitflow.model import (
+    FeatureExtractor,
+    configure_tensorflow_threads,
+    fetch_weights_file,
+    load_weights_file,
+    resolve_weights,
+    weights_digest,
+)
 from fruitflow.onnx_model import ModelCache, OnnxFeatureExtractor, onnx_model
 from fruitflow.progress import ProgressReporter
 
@@ -51,17 +73,23 @@ def featurize_contents(
     return features, errors
 
 
-def prepare_model(spark, args: FeaturizeArguments):
-    """What the executors need to build the network, made once on the driver: the ONNX model's
-    bytes, or TensorFlow's weight arrays."""
-    fetch = partial(hadoop_fs.download, spark)
-    if args.engine == ENGINE_ONNX:
-        cache = None
-        if args.model_cache:
-            read, write = partial(hadoop_fs.read_bytes, spark), partial(hadoop_fs.write_bytes_atomically, spark)
-            cache = ModelCache(read, write, args.model_cache)
-        return onnx_model(args.weights, fetch, cache)
-    return resolve_weights(args.weights, fetch)
+def prepare_model(spark, args: FeaturizeArguments) -> tuple[Any, FeaturesIdentity]:
+    """What the executors need to build the network, made once on the driver (the ONNX model's
+    bytes, or TensorFlow's weight arrays), and the identity of the features it computes."""
+    with tempfile.TemporaryDirectory(prefix="fruitflow-weights-") as folder:
+        weights_file = None
+        if args.weights not in (WEIGHTS_IMAGENET, WEIGHTS_RANDOM):
+            weights_file = fetch_weights_file(args.weights, folder, partial(hadoop_fs.download, spark))
+        identity = FeaturesIdentity(
+            engine=args.engine, weights_digest=weights_digest(args.weights, weights_file), preprocessing=PREPROCESSING
+        )
+        if args.engine == ENGINE_ONNX:
+            cache = None
+            if args.model_cache:
+                read, write = partial(hadoop_fs.read_bytes, spark), partial(hadoop_fs.write_bytes_atomically, spark)
+                cache = ModelCache(read, write, args.model_cache)
+            return onnx_model(args.weights, weights_file, cache), identity
+        return (load_weights_file(weights_file) if weights_file else resolve_weights(args.weights, None)), identity
 
 
 def build_extractor(engine: str, model, threads: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -136,58 +164,145 @@ def read_images(spark, folder: str, partitions: int):
     )
 
 
-def files_the_scan_skipped(spark, listed: list[str], results) -> list[str]:
-    """The listed files that never reached the network.
+KEY = ["path", "length", "modification_time"]  # a file is unchanged while all three are
+
+
+def files_the_scan_skipped(spark, listed: list[str], processed) -> list[str]:
+    """The listed files that reached no output.
 
     Spark's file scan drops 0-byte files, and unreadable ones under ignoreCorruptFiles,
     without a trace: only their names, compared with the rows processed, reveal them.
     """
     listed_paths = spark.createDataFrame([(path,) for path in listed], "path string")
-    return [row.path for row in listed_paths.join(results.select("path"), "path", "left_anti").collect()]
+    return [row.path for row in listed_paths.join(processed, "path", "left_anti").collect()]
 
 
 def extract_images(spark, args: FeaturizeArguments):
-    """The image files under --images as (path, content) rows, and their listing (decoded URIs)."""
+    """The image files under --images as (path, length, modification_time, content) rows, and their
+    listing (decoded URIs). Their bytes are read only where ``content`` is used."""
     if not hadoop_fs.exists(spark, args.images):
         raise JobError(f"images folder {args.images} does not exist")
     images = read_images(spark, args.images, args.partitions or TASKS_PER_CORE * spark.sparkContext.defaultParallelism)
     listed = sorted({normalize_uri(uri) for uri in images.inputFiles()})
     if not listed:
         raise JobError(f"no images found under {args.images} (looked for {', '.join(IMAGE_EXTENSIONS)}, any case)")
-    return images, listed
+    return images.withColumnRenamed("modificationTime", "modification_time"), listed
 
 
-def transform_images(spark, images, args: FeaturizeArguments, rows_seen):
-    """(path, features, error) per image: the embedding, or why the file could not be featurised.
-    The model is prepared here, once, on the driver."""
-    model = prepare_model(spark, args)
+def previous_outputs(spark, args: FeaturizeArguments, identity: FeaturesIdentity):
+    """The previous run's (features, errors) when their rows can be carried over, else None and
+    the log says why: every image then goes through the network."""
+    if args.previous_features is None:
+        return None
+    identity_uri = f"{args.previous_features.rstrip('/')}/{FEATURES_IDENTITY_FILE}"
+    if not hadoop_fs.exists(spark, identity_uri):
+        log.warning("previous outputs unusable (no %s: not written by this version): featurising every image",
+                    identity_uri)  # fmt: skip
+        return None
+    try:
+        previous = FeaturesIdentity.from_json(hadoop_fs.read_bytes(spark, identity_uri).decode())
+        features, errors = spark.read.parquet(args.previous_features), spark.read.parquet(args.previous_errors)
+        for frame, columns in ((features, {*KEY, "label", "features"}), (errors, {*KEY, "label", "error"})):
+            if lacking := columns - set(frame.columns):
+                raise ValueError(f"no column(s) {', '.join(sorted(lacking))} in {frame.inputFiles()[0]}")
+    except Exception as problem:
+        log.warning("previous outputs unusable (%s): featurising every image", str(problem).splitlines()[0])
+        return None
+    if previous != identity:
+        changed = [f"{name} {getattr(previous, name)} -> {getattr(identity, name)}"
+                   for name in ("engine", "weights_digest", "preprocessing")
+                   if getattr(previous, name) != getattr(identity, name)]  # fmt: skip
+        log.warning("previous features were computed otherwise (%s): featurising every image", "; ".join(changed))
+        return None
+    return features, errors
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """What a previous run's outputs save this one: the rows carried over, and the files to featurise."""
+
+    features: Any  # DataFrame: previous features rows of unchanged files
+    errors: Any  # DataFrame: previous error rows of unchanged files
+    to_featurise: Any  # DataFrame of paths: new and changed files
+    reused: int
+    new: int
+    changed: int
+    removed: int
+
+
+def plan_reuse(spark, images, listed: list[str], previous) -> Reuse:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    previous_features, previous_errors = previous
+    listing = images.select(*KEY).persist(StorageLevel.MEMORY_AND_DISK)
+    previous_keys = previous_features.select(*KEY).unionByName(previous_errors.select(*KEY))
+    to_featurise = listing.join(previous_keys, KEY, "left_anti").select("path").persist(StorageLevel.MEMORY_AND_DISK)
+    reused_features = previous_features.join(listing, KEY, "left_semi")
+    reused_errors = previous_errors.join(listing, KEY, "left_semi")
+    previous_paths = previous_keys.select("path").distinct()
+    changed = to_featurise.join(previous_paths, "path", "left_semi").count()
+    listed_paths = spark.createDataFrame([(path,) for path in listed], "path string")
+    removed = previous_paths.join(listed_paths, "path", "left_anti").count()
+    reuse = Reuse(
+        features=reused_features.select("path", "label", "features", *KEY[1:]),
+        errors=reused_errors.select("path", "label", "error", *KEY[1:]),
+        to_featurise=F.broadcast(to_featurise),
+        reused=reused_features.count() + reused_errors.count(),
+        new=to_featurise.count() - changed,
+        changed=changed,
+        removed=removed,
+    )
+    listing.unpersist()
+    return reuse
+
+
+def transform_images(spark, images, model, args: FeaturizeArguments, rows_seen):
+    """(path, length, modification_time, features, error) per image: the embedding, or why the
+    file could not be featurised."""
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
     featurize_images = featurize_udf(spark, args.engine, model, args.batch_size, rows_seen)
-    return images.select("path", featurize_images("content").alias("result")).select(
-        "path", "result.features", "result.error"
+    return images.select(*KEY, featurize_images("content").alias("result")).select(
+        *KEY, "result.features", "result.error"
     )
 
 
-def load_outputs(spark, results, listed: list[str], args: FeaturizeArguments) -> tuple[int, int]:
-    """Write --output (featurised images) and --errors (the rest, with why); returns both counts.
+def load_outputs(
+    spark, fresh, reuse: Reuse | None, listed: list[str], identity: FeaturesIdentity, args: FeaturizeArguments
+) -> tuple[int, int]:
+    """Write --output (featurised images, and the model identity beside them) and --errors (the
+    rest, with why); returns both counts.
 
-    ``results`` must be persisted: both writes then share one evaluation of the network.
+    ``fresh`` must be persisted: both writes then share one evaluation of the network.
     """
     from pyspark.sql import functions as F
 
-    featurised = results.filter(F.col("error").isNull())
-    with_label(featurised).select("path", "label", "features").write.mode("overwrite").parquet(args.output)
-    counts = results.agg(F.count("features").alias("featurised"), F.count("error").alias("errors")).first()
-    all_processed = counts.featurised + counts.errors == len(listed)
-    missing = [] if all_processed else files_the_scan_skipped(spark, listed, results)
+    columns = ["path", "label", "features", *KEY[1:]]
+    features = with_label(fresh.filter(F.col("error").isNull())).select(*columns)
+    if reuse:
+        features = features.unionByName(reuse.features)
+    features.write.mode("overwrite").parquet(args.output)
+    hadoop_fs.write_bytes(spark, f"{args.output.rstrip('/')}/{FEATURES_IDENTITY_FILE}", identity.to_json().encode())
+
+    counts = fresh.agg(F.count("features").alias("featurised"), F.count("error").alias("errors")).first()
+    reused_features = reuse.features.count() if reuse else 0
+    reused_errors = reuse.errors.count() if reuse else 0
+    processed = fresh.select("path")
+    if reuse:
+        processed = processed.unionByName(reuse.features.select("path")).unionByName(reuse.errors.select("path"))
+    all_processed = counts.featurised + counts.errors + reused_features + reused_errors == len(listed)
+    missing = [] if all_processed else files_the_scan_skipped(spark, listed, processed)
     missing_errors = spark.createDataFrame(
-        [(path, missing_file_error(hadoop_fs.file_length(spark, path))) for path in missing],
-        "path string, error string",
-    )
-    decode_errors = results.filter(F.col("error").isNotNull()).select("path", "error")
-    errors = with_label(decode_errors.unionByName(missing_errors)).select("path", "label", "error")
-    errors.coalesce(1).write.mode("overwrite").parquet(args.errors)
-    return counts.featurised, counts.errors + len(missing)
+        [(path, missing_file_error(length), length, modified) for path in missing
+         for length, modified in [hadoop_fs.file_status(spark, path)]],
+        "path string, error string, length long, modification_time timestamp",
+    )  # fmt: skip
+    errors = with_label(fresh.filter(F.col("error").isNotNull()).select("path", "error", *KEY[1:]))
+    errors = errors.unionByName(with_label(missing_errors))
+    if reuse:
+        errors = errors.unionByName(reuse.errors)
+    errors.select("path", "label", "error", *KEY[1:]).coalesce(1).write.mode("overwrite").parquet(args.errors)
+    return counts.featurised + reused_features, counts.errors + reused_errors + len(missing)
 
 
 def reconcile(listed: int, featurised: int, errors: int) -> None:
@@ -202,20 +317,36 @@ def reconcile(listed: int, featurised: int, errors: int) -> None:
 def run(spark, args: FeaturizeArguments) -> FeaturizeMetrics:
     from pyspark import StorageLevel
 
+    if (args.previous_features is None) != (args.previous_errors is None):
+        raise JobError("give --previous-features and --previous-errors together (a previous run's two outputs)")
     images, listed = extract_images(spark, args)
+    model, identity = prepare_model(spark, args)
+    previous = previous_outputs(spark, args, identity)
+    reuse = plan_reuse(spark, images, listed, previous) if previous else None
+    if reuse:
+        log.info(
+            "carried over from %s: %d unchanged images; %d new and %d changed go through the network, %d removed",
+            args.previous_features, reuse.reused, reuse.new, reuse.changed, reuse.removed,
+        )  # fmt: skip
+        images = images.join(reuse.to_featurise, "path", "left_semi")
     rows_seen = spark.sparkContext.accumulator(0)
-    results = transform_images(spark, images, args, rows_seen).persist(StorageLevel.MEMORY_AND_DISK)
+    fresh = transform_images(spark, images, model, args, rows_seen).persist(StorageLevel.MEMORY_AND_DISK)
+    to_featurise = reuse.new + reuse.changed if reuse else len(listed)
     try:
-        with ProgressReporter("featurize", len(listed), lambda: rows_seen.value, log.info):
-            featurised, errors = load_outputs(spark, results, listed, args)
+        with ProgressReporter("featurize", to_featurise, lambda: rows_seen.value, log.info):
+            featurised, errors = load_outputs(spark, fresh, reuse, listed, identity, args)
     finally:
-        results.unpersist()
+        fresh.unpersist()
     reconcile(len(listed), featurised, errors)
     return FeaturizeMetrics(
         images=len(listed),
         featurised=featurised,
         errors=errors,
         model_rows=rows_seen.value,
+        reused=reuse.reused if reuse else 0,
+        new=reuse.new if reuse else rows_seen.value,
+        changed=reuse.changed if reuse else 0,
+        removed=reuse.removed if reuse else 0,
         weights=args.weights,
         engine=args.engine,
     )

@@ -4,6 +4,7 @@ through the JVM's FileSystem so the jobs need no cloud SDK of their own."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,13 +26,14 @@ def exists(spark: SparkSession, uri: str) -> bool:
     return bool(fs.exists(path))
 
 
-def file_length(spark: SparkSession, uri: str) -> int | None:
-    """Size in bytes, or None when the file is gone or cannot be looked at."""
+def file_status(spark: SparkSession, uri: str) -> tuple[int | None, datetime | None]:
+    """Size in bytes and modification time (UTC), or (None, None) when the file is gone or cannot be looked at."""
     fs, path = _filesystem(spark, uri)
     try:
-        return int(fs.getFileStatus(path).getLen())
+        status = fs.getFileStatus(path)
     except Exception:  # py4j wraps FileNotFoundException and permission errors alike
-        return None
+        return None, None
+    return int(status.getLen()), datetime.fromtimestamp(status.getModificationTime() / 1000, UTC)
 
 
 def write_bytes(spark: SparkSession, uri: str, data: bytes) -> None:

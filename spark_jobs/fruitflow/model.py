@@ -6,11 +6,13 @@ and must not pay for TensorFlow.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
 import warnings
 from collections.abc import Callable
+from importlib import metadata
 
 import numpy as np
 
@@ -48,6 +50,22 @@ def build_feature_extractor(classifier=None):
 
     classifier = classifier or build_classifier()
     return keras.Model(classifier.inputs, classifier.layers[-2].output, name="mobilenet_v2_features")
+
+
+def weights_digest(spec: str, local_file: str | None = None) -> str:
+    """A digest of the weights ``spec`` names, without building the network: the bytes of a weights
+    file (``local_file``, its local copy), the name of Keras' ImageNet file, or the seed of the
+    random weights and the Keras version that draws them."""
+    if spec == WEIGHTS_IMAGENET:
+        return hashlib.sha256(f"imagenet:{IMAGENET_WEIGHTS_FILE}".encode()).hexdigest()
+    if spec == WEIGHTS_RANDOM:
+        keras_version = metadata.version("keras")
+        return hashlib.sha256(f"random:{RANDOM_WEIGHTS_SEED}:keras {keras_version}".encode()).hexdigest()
+    digest = hashlib.sha256()
+    with open(local_file, "rb") as weights_file:
+        for block in iter(lambda: weights_file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def resolve_weights(spec: str, fetch: Callable[[str, str], None]) -> list[np.ndarray]:

@@ -10,23 +10,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 
 import numpy as np
 
-from fruitflow.contract import IMAGENET_WEIGHTS_FILE, WEIGHTS_IMAGENET, WEIGHTS_RANDOM
+from fruitflow.contract import WEIGHTS_RANDOM
 from fruitflow.images import MODEL_INPUT_SIZE, preprocess_input
 
 log = logging.getLogger("fruitflow")
 
 OPSET = 17
 INPUT_NAME = "pixels"
-# What the converted network computes besides its weights: the cut at the 1280-d pool and the
-# preprocessing. Change it with either, so that no cached model from before is used.
-MODEL_REVISION = "mobilenet_v2-224-avgpool-1280/preprocess-tf-float32"
+# What the converted network computes besides its weights and preprocessing (which runs outside
+# it): the cut at the 1280-d pool. Change it with the cut, so that no cached model from before is used.
+MODEL_REVISION = "mobilenet_v2-224-avgpool-1280"
 
 
 def _version(*distributions: str) -> str:
@@ -54,22 +53,6 @@ class ModelIdentity:
     @property
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:32]
-
-
-def weights_digest(spec: str, local_file: str | None = None) -> str:
-    """A digest of the weights ``spec`` names: the bytes of a weights file (``local_file``, its
-    local copy), or the name of Keras' ImageNet file, or the seed of the random weights."""
-    if spec == WEIGHTS_IMAGENET:
-        return hashlib.sha256(f"imagenet:{IMAGENET_WEIGHTS_FILE}".encode()).hexdigest()
-    if spec == WEIGHTS_RANDOM:
-        from fruitflow.model import RANDOM_WEIGHTS_SEED
-
-        return hashlib.sha256(f"random:{RANDOM_WEIGHTS_SEED}:keras {_version('keras')}".encode()).hexdigest()
-    digest = hashlib.sha256()
-    with open(local_file, "rb") as weights_file:
-        for block in iter(lambda: weights_file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_identity(weights_digest: str) -> ModelIdentity:
@@ -139,19 +122,18 @@ class ModelCache:
         log.info("model cache: stored %s (%.1f MB)", model_uri, len(model) / 1e6)
 
 
-def onnx_model(spec: str, fetch: Callable[[str, str], None], cache: ModelCache | None) -> bytes:
-    """The ONNX feature extractor for weights ``spec``, from ``cache`` when it holds it, else
-    converted (TensorFlow on the driver only) and stored there."""
-    from fruitflow.model import fetch_weights_file, load_weights_file, resolve_weights, warn_random_weights
+def onnx_model(spec: str, weights_file: str | None, cache: ModelCache | None) -> bytes:
+    """The ONNX feature extractor for weights ``spec`` (``imagenet``, ``random``, or a weights file
+    already copied to ``weights_file``), from ``cache`` when it holds it, else converted
+    (TensorFlow on the driver only) and stored there."""
+    from fruitflow.model import load_weights_file, resolve_weights, warn_random_weights, weights_digest
 
-    with tempfile.TemporaryDirectory(prefix="fruitflow-weights-") as folder:
-        weights_file = None if spec in (WEIGHTS_IMAGENET, WEIGHTS_RANDOM) else fetch_weights_file(spec, folder, fetch)
-        identity = model_identity(weights_digest(spec, weights_file))
-        if cache and (model := cache.load(identity)):
-            if spec == WEIGHTS_RANDOM:
-                warn_random_weights()
-            return model
-        weights = load_weights_file(weights_file) if weights_file else resolve_weights(spec, fetch)
+    identity = model_identity(weights_digest(spec, weights_file))
+    if cache and (model := cache.load(identity)):
+        if spec == WEIGHTS_RANDOM:
+            warn_random_weights()
+        return model
+    weights = load_weights_file(weights_file) if weights_file else resolve_weights(spec, None)
     model = convert_to_onnx(weights)
     log.info("converted MobileNetV2 to ONNX (opset %d, %.1f MB)", OPSET, len(model) / 1e6)
     if cache:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 EMR_ORDER = [
-    "validate_params", "empty_run_folder", "upload_code", "create_cluster", "add_steps",
+    "validate_params", "find_changes", "empty_run_folder", "upload_code", "create_cluster", "add_steps",
     "watch_featurize", "watch_pca", "watch_export_csv", "check_outputs", "terminate_cluster", "write_report",
 ]  # fmt: skip
 LOCAL_ORDER = [
-    "validate_params", "empty_run_folder", "upload_code", "featurize", "pca", "export_csv", "check_outputs",
-    "write_report",
+    "validate_params", "find_changes", "empty_run_folder", "upload_code", "featurize", "pca", "export_csv",
+    "check_outputs", "write_report",
 ]  # fmt: skip
 
 
@@ -58,7 +58,8 @@ def test_emr_graph_edges_are_the_data_each_task_reads(load_dag):
     dag = load_dag("emr")
     assert {task.task_id: task.upstream_task_ids for task in dag.tasks} == {
         "validate_params": set(),
-        "empty_run_folder": {"validate_params"},
+        "find_changes": {"validate_params"},
+        "empty_run_folder": {"find_changes"},
         "upload_code": {"empty_run_folder"},
         "create_cluster": {"upload_code", "validate_params"},  # after the code, with the cluster request
         "add_steps": {"create_cluster", "validate_params"},  # the cluster id, the steps
@@ -69,6 +70,18 @@ def test_emr_graph_edges_are_the_data_each_task_reads(load_dag):
         "terminate_cluster": {"check_outputs", "create_cluster"},
         "write_report": {"terminate_cluster", "validate_params"},
     }
+
+
+@pytest.mark.parametrize("target", ["emr", "local"])
+def test_a_run_with_nothing_to_do_skips_the_steps_but_still_reports_and_publishes_only_good_outputs(load_dag, target):
+    dag = load_dag(target)
+    find_changes = dag.get_task("find_changes")
+    # Only its direct downstream is skipped at once; the rest follow their trigger rules, so the
+    # report (a teardown of validate_params) still runs and the cluster's teardown skips with its setup.
+    assert find_changes.ignore_downstream_trigger_rules is False
+    assert find_changes.downstream_task_ids == {"empty_run_folder"}
+    (asset,) = dag.get_task("check_outputs").outlets
+    assert asset.name == "fruitflow_features" and asset.uri.endswith("/latest.json")
 
 
 def test_schedule_follows_the_setting(load_dag):
@@ -107,7 +120,16 @@ def test_local_graph_runs_the_same_steps_without_a_cluster(load_dag):
 @pytest.mark.parametrize("target", ["emr", "local"])
 def test_every_param_has_a_default_a_title_a_description_and_a_schema(load_dag, target):
     params = load_dag(target).params
-    expected = {"images_uri", "results_uri", "variance", "weights", "batch_size", "max_error_share", "engine"}
+    expected = {
+        "images_uri",
+        "results_uri",
+        "variance",
+        "weights",
+        "batch_size",
+        "max_error_share",
+        "engine",
+        "full_refresh",
+    }
     if target == "emr":
         expected |= {"release_label", "primary_instance_type", "core_instance_type", "core_instance_count",
                      "task_instance_type", "task_instance_count", "task_market"}  # fmt: skip

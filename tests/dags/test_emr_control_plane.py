@@ -15,7 +15,7 @@ from importlib import import_module
 import boto3
 import pytest
 
-from fruitflow.contract import ExplainedVariance, ExportCsvMetrics, FeaturizeMetrics, PcaMetrics
+from fruitflow.contract import ExplainedVariance, ExportCsvMetrics, FeaturesIdentity, FeaturizeMetrics, PcaMetrics
 from fruitflow_pipeline.steps import PIPELINE
 
 BUCKET = "fruits"
@@ -80,9 +80,14 @@ class FakeEmr:
         """What the step's job writes, at the paths its own parser reads from the step's arguments."""
         job_args = import_module(f"fruitflow.{name}").ARGUMENTS.parse(args[args.index("--py-files") + 3 :])
         if name == "featurize":
+            # Against previous outputs, one image changed; otherwise every image went through the network.
+            through = 1 if job_args.previous_features else 20
             metrics = FeaturizeMetrics(
-                images=20, featurised=19, errors=1, model_rows=20, weights=job_args.weights, engine=job_args.engine
-            )
+                images=20, featurised=19, errors=1, model_rows=through, reused=20 - through, new=through, changed=0,
+                removed=0, weights=job_args.weights, engine=job_args.engine,
+            )  # fmt: skip
+            identity = FeaturesIdentity(engine=job_args.engine, weights_digest="d1", preprocessing="p1")
+            self.put(f"{job_args.output}/_model.json", identity.to_json())
         elif name == "pca":
             explained = ExplainedVariance(k=3, variance_threshold=job_args.variance, explained_variance=0.96,
                                           explained_variance_ratio=[0.5, 0.3, 0.16, 0.04],
@@ -197,7 +202,10 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
     assert f"executor plan: {plan_line}" in capfd.readouterr().out  # create_cluster's log
     assert report["status"] == "succeeded"
     assert report["cluster_id"] == cluster["Id"]
-    assert report["counts"] == {"images": 20, "featurised": 19, "errors": 1, "error_share": 0.05, "csv_rows": 19}
+    assert report["counts"] == {
+        "images": 20, "featurised": 19, "errors": 1, "error_share": 0.05, "csv_rows": 19,
+        "reused": 0, "new": 20, "changed": 0, "removed": 0, "through_network": 20,
+    }  # fmt: skip
     assert report["pca"]["k"] == 3
 
 
@@ -307,7 +315,9 @@ def s3_keys(prefix: str) -> list[str]:
 def test_two_runs_in_the_same_second_keep_both_outputs(emr_dag, monkeypatch):
     FakeEmr(monkeypatch)
     first = emr_dag.test(logical_date=datetime(2026, 11, 26, 8, 50, 43, 100000, tzinfo=UTC), run_conf=CONF)
-    second = emr_dag.test(logical_date=datetime(2026, 11, 26, 8, 50, 43, 300000, tzinfo=UTC), run_conf=CONF)
+    # Triggered by hand with full_refresh: the same images would otherwise leave it nothing to do.
+    again = CONF | {"full_refresh": True}
+    second = emr_dag.test(logical_date=datetime(2026, 11, 26, 8, 50, 43, 300000, tzinfo=UTC), run_conf=again)
 
     assert first.state == second.state == "success"
     assert (run_key_of(first), run_key_of(second)) == ("20261126T085043Z", "20261126T085043Z-300000")
@@ -447,3 +457,33 @@ def test_deferred_watchers_wait_in_the_triggerer_and_end_the_run_like_poking_one
         log = capfd.readouterr().out
         assert "step pca" in log and "ended FAILED" in log
         assert f"s3://{BUCKET}/results/_emr_logs/{cluster['Id']}/steps/" in log
+
+
+def test_a_night_without_changes_starts_no_cluster_and_a_changed_one_carries_rows_over(emr_dag, monkeypatch, aws_calls):
+    FakeEmr(monkeypatch)
+    nights = [datetime(2026, 11, day, 2, tzinfo=UTC) for day in (20, 21, 22)]
+    assert emr_dag.test(logical_date=nights[0], run_conf=CONF).state == "success"
+    first_key = read_json("results/latest.json")["run_key"]
+    assert first_key == "20261120T020000Z"
+
+    aws_calls.clear()
+    unchanged = emr_dag.test(logical_date=nights[1], run_conf=CONF)
+    assert unchanged.state == "success"
+    assert not calls_named(aws_calls, "RunJobFlow") and not calls_named(aws_calls, "AddJobFlowSteps")
+    states = task_states(unchanged)
+    assert {states[task] for task in ("create_cluster", "add_steps", "watch_featurize", "terminate_cluster")} == {
+        "skipped"
+    }
+    report = read_json("results/20261121T020000Z/report.json")
+    assert (report["status"], report["unchanged_since"]) == ("unchanged", first_key)
+
+    boto3.client("s3").put_object(Bucket=BUCKET, Key="images/Kiwi/new.jpg", Body=b"\xff\xd8 another")
+    changed = emr_dag.test(logical_date=nights[2], run_conf=CONF)
+    assert changed.state == "success", task_states(changed)
+    (added,) = calls_named(aws_calls, "AddJobFlowSteps")
+    featurize_args = added["Steps"][0]["HadoopJarStep"]["Args"]
+    assert argument(featurize_args, "--previous-features") == f"s3://{BUCKET}/results/{first_key}/features"
+    assert argument(featurize_args, "--previous-errors") == f"s3://{BUCKET}/results/{first_key}/errors"
+    assert read_json("results/latest.json")["run_key"] == "20261122T020000Z"
+    counts = read_json("results/20261122T020000Z/report.json")["counts"]
+    assert (counts["reused"], counts["through_network"]) == (19, 1)

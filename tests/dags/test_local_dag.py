@@ -34,7 +34,7 @@ def test_make_demo_runs_the_dag_and_reports_where_the_results_are(tmp_path):
     task_log = (tmp_path / "airflow" / "demo.log").read_text()
     assert "featurize progress: 12/12 images (100%)" in task_log
     assert "featurize progress: 12/12 images (100%)" in demo.stdout
-    assert "featurize done: images=12 featurised=12 errors=0 model_rows=12 weights=random engine=onnx" in task_log
+    assert "featurize done: images=12 featurised=12 errors=0 model_rows=12 reused=0 new=12" in task_log
     assert f"CSV:     {run_folder / 'pca_features.csv'}" in demo.stdout
     assert f"plot:    {run_folder / 'explained_variance.png'}" in demo.stdout
     for task in (
@@ -87,15 +87,18 @@ def test_too_many_broken_images_fail_the_run_with_a_report_and_replace_only_its_
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert run.state == "failed"
     assert states == {
-        **dict.fromkeys(
-            ["validate_params", "empty_run_folder", "upload_code", "featurize", "pca", "export_csv"], "success"
-        ),
+        **dict.fromkeys(["validate_params", "find_changes", "empty_run_folder", "upload_code"], "success"),
+        **dict.fromkeys(["featurize", "pca", "export_csv"], "success"),
         "check_outputs": "failed",
         "write_report": "success",
     }
     report = json.loads((this_run / "report.json").read_text())
     assert report["status"] == "failed"
-    assert report["counts"] == {"images": 12, "featurised": 10, "errors": 2, "error_share": 0.166667, "csv_rows": 10}
+    assert report["counts"] == {
+        "images": 12, "featurised": 10, "errors": 2, "error_share": 0.166667, "csv_rows": 10,
+        "reused": 0, "new": 11, "changed": 0, "removed": 0, "through_network": 11,  # Spark's scan skips empty files
+    }  # fmt: skip
+    assert not (results / "latest.json").exists()  # a failed run is never the last good one
     problem = f"2 of 12 images could not be featurised (16.7% > the tolerated 10.0%); see {this_run / 'errors'}"
     assert report["problems"] == [problem]
     assert (report["failed_task"], report["error"]) == ("check_outputs", problem)

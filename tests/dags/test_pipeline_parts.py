@@ -282,7 +282,8 @@ def test_no_task_group_without_task_nodes():
 
 def local_params(images: Path, results: Path, **overrides) -> dict:
     return {"images_uri": str(images), "results_uri": str(results), "variance": 0.95, "weights": "random",
-            "batch_size": 64, "max_error_share": 0.05, "engine": "onnx", **overrides}  # fmt: skip
+            "batch_size": 64, "max_error_share": 0.05, "engine": "onnx", "full_refresh": False,
+            **overrides}  # fmt: skip
 
 
 @pytest.fixture
@@ -364,7 +365,11 @@ def write_outputs(run: PipelineRun, images: int, featurised: int, csv_rows: int,
         images=images,
         featurised=featurised,
         errors=images - featurised,
-        model_rows=images,
+        model_rows=10,
+        reused=images - 10,
+        new=8,
+        changed=2,
+        removed=1,
         weights="random",
         engine="onnx",
         seconds=3.5,
@@ -391,7 +396,10 @@ def local_run(tmp_path, max_error_share=0.05) -> PipelineRun:
     return PipelineRun("K", "/in", str(tmp_path), "v1", 0.9, "random", 64, max_error_share, "onnx")
 
 
-LOCAL_TASKS = ["validate_params", "empty_run_folder", "upload_code", "featurize", "pca", "export_csv", "check_outputs"]
+LOCAL_TASKS = [
+    "validate_params", "find_changes", "empty_run_folder", "upload_code", "featurize", "pca", "export_csv",
+    "check_outputs",
+]  # fmt: skip
 
 
 def test_report_of_a_good_run(tmp_path):
@@ -400,7 +408,10 @@ def test_report_of_a_good_run(tmp_path):
     summary = summarise_outputs(run, LocalStorage())
     report = run_report(run, "local", dict.fromkeys(LOCAL_TASKS, "success"), {}, summary, {})
     assert report["status"] == "succeeded" and report["problems"] == [] and report["failed_task"] is None
-    assert report["counts"] == {"images": 100, "featurised": 97, "errors": 3, "error_share": 0.03, "csv_rows": 97}
+    assert report["counts"] == {
+        "images": 100, "featurised": 97, "errors": 3, "error_share": 0.03, "csv_rows": 97,
+        "reused": 90, "new": 8, "changed": 2, "removed": 1, "through_network": 10,
+    }  # fmt: skip
     assert report["pca"]["k"] == 2 and report["pca"]["csv_columns"] == 4
     assert report["seconds"] == {"featurize": 3.5, "pca": 1.5, "export_csv": 0.5}
     assert report["outputs"]["csv"] == run.csv_uri

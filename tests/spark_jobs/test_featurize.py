@@ -73,7 +73,10 @@ def featurised(spark, fruit_images, tmp_path_factory):
 
 def test_every_image_gets_a_1280_float_embedding_and_its_label(spark, featurised, fruit_images):
     table = spark.read.parquet(str(featurised / "features"))
-    assert dict(table.dtypes) == {"path": "string", "label": "string", "features": "array<float>"}
+    assert dict(table.dtypes) == {
+        "path": "string", "label": "string", "features": "array<float>",
+        "length": "bigint", "modification_time": "timestamp",  # what the next run compares to carry rows over
+    }  # fmt: skip
     rows = table.collect()
     assert len(rows) == 30
     assert {row.label for row in rows} == {fruit.name for fruit in FRUITS}
@@ -258,3 +261,84 @@ def test_weights_that_are_not_a_keras_file_are_refused(spark, fruit_images, tmp_
     )  # fmt: skip
     assert code == 1
     assert "must be 'imagenet', 'random' or a Keras weights file ending in .h5" in capsys.readouterr().err
+
+
+@pytest.fixture
+def first_run(spark, fruit_images, tmp_path) -> tuple[Path, Path]:
+    """A copy of the sample images with one undecodable file, featurised once: (images, outputs)."""
+    images = tmp_path / "images"
+    shutil.copytree(fruit_images / "Training", images)
+    (images / "Kiwi" / "truncated.jpg").write_bytes((images / "Kiwi" / "0_100.jpg").read_bytes()[:300])
+    assert run_featurize(images, tmp_path / "first") == 0
+    return images, tmp_path / "first"
+
+
+def rows_by_path(spark, folder: Path) -> dict:
+    return {row.path: row for row in spark.read.parquet(str(folder)).collect()}
+
+
+def test_unchanged_images_keep_their_rows_and_only_new_or_changed_ones_are_featurised(
+    spark, first_run, fruit_images, tmp_path, job_log
+):
+    images, first = first_run
+    sources = sorted((fruit_images / "Training" / "Banana").glob("*.jpg"))
+    for index, source in enumerate(sources[:2]):
+        shutil.copy(source, images / "Kiwi" / f"new {index}.jpg")  # new: 2
+    replaced = images / "Lemon" / sorted(path.name for path in (images / "Lemon").glob("*.jpg"))[0]
+    replaced.write_bytes(sources[2].read_bytes())  # changed: other content, another size and time
+    removed = sorted((images / "Pear").glob("*.jpg"))[0]
+    removed.unlink()  # removed: 1
+
+    previous = ["--previous-features", str(first / "features"), "--previous-errors", str(first / "errors")]
+    assert run_featurize(images, tmp_path / "second", *previous) == 0
+
+    metrics = json.loads((tmp_path / "second" / "metrics" / "featurize.json").read_text())
+    current = 30 + 1 + 2 - 1  # the samples, the truncated file, new, removed
+    assert (metrics["images"], metrics["featurised"], metrics["errors"]) == (current, current - 1, 1)
+    assert (metrics["new"], metrics["changed"], metrics["removed"], metrics["reused"]) == (2, 1, 1, current - 3)
+    assert metrics["model_rows"] == 3  # exactly the new and the changed images went through the network
+    assert "2 new and 1 changed go through the network, 1 removed" in job_log.text
+
+    before, after = rows_by_path(spark, first / "features"), rows_by_path(spark, tmp_path / "second" / "features")
+    on_disk = {f"file:{path}" for path in images.rglob("*.jpg") if path.name != "truncated.jpg"}
+    assert set(after) == on_disk  # the removed image is gone, the new ones are there
+    unchanged = on_disk - {f"file:{replaced}"} - {f"file:{images / 'Kiwi' / f'new {i}.jpg'}" for i in range(2)}
+    for path in unchanged:  # carried over bit for bit
+        assert (
+            np.array(after[path].features, np.float32).tobytes()
+            == np.array(before[path].features, np.float32).tobytes()
+        )
+        assert (after[path].length, after[path].modification_time) == (
+            before[path].length,
+            before[path].modification_time,
+        )
+    assert after[f"file:{replaced}"].features != before[f"file:{replaced}"].features
+    errors = rows_by_path(spark, tmp_path / "second" / "errors")
+    assert list(errors) == [f"file:{images / 'Kiwi' / 'truncated.jpg'}"]  # kept, not retried
+    assert json.loads((tmp_path / "second" / "features" / "_model.json").read_text())["engine"] == "onnx"
+
+
+def test_features_of_another_engine_are_computed_again_and_the_log_says_why(spark, first_run, tmp_path, job_log):
+    images, first = first_run
+    previous = ["--previous-features", str(first / "features"), "--previous-errors", str(first / "errors")]
+    assert run_featurize(images, tmp_path / "tf", "--engine", "tensorflow", *previous) == 0
+    metrics = json.loads((tmp_path / "tf" / "metrics" / "featurize.json").read_text())
+    assert (metrics["reused"], metrics["model_rows"]) == (0, 31)
+    assert (
+        "previous features were computed otherwise (engine onnx -> tensorflow): featurising every image" in job_log.text
+    )
+
+
+def test_outputs_without_a_model_identity_are_not_trusted(spark, first_run, tmp_path, job_log):
+    images, first = first_run
+    (first / "features" / "_model.json").unlink()  # as written before change detection existed
+    previous = ["--previous-features", str(first / "features"), "--previous-errors", str(first / "errors")]
+    assert run_featurize(images, tmp_path / "again", *previous) == 0
+    metrics = json.loads((tmp_path / "again" / "metrics" / "featurize.json").read_text())
+    assert (metrics["reused"], metrics["model_rows"]) == (0, 31)
+    assert "previous outputs unusable" in job_log.text
+
+
+def test_previous_outputs_come_in_pairs(fruit_images, tmp_path, capsys):
+    assert run_featurize(fruit_images, tmp_path, "--previous-features", str(tmp_path / "features")) == 1
+    assert "give --previous-features and --previous-errors together" in capsys.readouterr().err

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from fruitflow import onnx_model as engine
-from fruitflow.onnx_model import ModelCache, OnnxFeatureExtractor, model_identity, onnx_model, weights_digest
+from fruitflow.model import weights_digest
+from fruitflow.onnx_model import ModelCache, OnnxFeatureExtractor, model_identity, onnx_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,15 +31,11 @@ def local_cache(folder: Path) -> ModelCache:
     return ModelCache(lambda uri: Path(uri).read_bytes(), write, str(folder))
 
 
-def no_fetch(uri: str, local: str) -> None:
-    raise AssertionError("nothing to fetch for random weights")
-
-
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> tuple[Path, bytes]:
     """A cache folder after one cold run with random weights, and the model it holds."""
     folder = tmp_path_factory.mktemp("models")
-    return folder, onnx_model("random", no_fetch, local_cache(folder))
+    return folder, onnx_model("random", None, local_cache(folder))
 
 
 def entry(folder: Path) -> tuple[Path, Path]:
@@ -60,7 +57,7 @@ def test_cold_cache_converts_and_stores_the_model_with_its_manifest(converted):
 def test_warm_cache_returns_the_stored_model_without_converting(converted, monkeypatch, job_log):
     folder, model = converted
     monkeypatch.setattr(engine, "convert_to_onnx", lambda weights: pytest.fail("converted again"))
-    assert onnx_model("random", no_fetch, local_cache(folder)) == model
+    assert onnx_model("random", None, local_cache(folder)) == model
     assert "model cache: using" in job_log.text and "RANDOM WEIGHTS" in job_log.text
 
 
@@ -80,7 +77,7 @@ def test_a_damaged_entry_is_rebuilt_and_logged_never_used(converted, tmp_path, d
     shutil.copytree(source, folder)
     model_file, manifest_file = entry(folder)
     damage(model_file, manifest_file)
-    rebuilt = onnx_model("random", no_fetch, local_cache(folder))
+    rebuilt = onnx_model("random", None, local_cache(folder))
     assert "converted MobileNetV2 to ONNX" in job_log.text
     assert "corrupt entry" in job_log.text or "no converted model" in job_log.text
     pixels = np.random.default_rng(3).uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
@@ -97,7 +94,7 @@ def test_a_cache_that_cannot_be_written_costs_a_conversion_not_the_run(converted
         raise PermissionError(f"Access Denied: {uri}")
 
     cache = ModelCache(lambda uri: Path(uri).read_bytes(), refuse, str(tmp_path / "nowhere"))
-    model = onnx_model("random", no_fetch, cache)
+    model = onnx_model("random", None, cache)
     assert len(model) > 5_000_000
     assert "could not store" in job_log.text and "Access Denied" in job_log.text
 

@@ -1,0 +1,107 @@
+"""Nightly runs that cost only what changed.
+
+``<results_uri>/latest.json`` points at the last run whose outputs passed ``check_outputs``, with
+what it was computed from: the images' listing (paths, sizes, modification times), the params
+that shape the outputs, and its features' identity. A run with the same listing and params has
+nothing to do; any other run hands that run's outputs to the featurize job, which carries the
+rows of unchanged images over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from fruitflow.contract import FEATURES_IDENTITY_FILE, FeaturesIdentity, JsonRecord, is_image_path
+from fruitflow_pipeline.run import PipelineRun, join_uri
+from fruitflow_pipeline.storage import Storage
+
+log = logging.getLogger(__name__)
+
+LATEST_FILE = "latest.json"
+
+
+def latest_uri(results_uri: str) -> str:
+    return join_uri(results_uri, LATEST_FILE)
+
+
+def output_shaping(run: PipelineRun) -> dict:
+    """The params that change the outputs of the same images; the others (batch size, cluster
+    shape, error tolerance) only change how they are computed or judged."""
+    return {"variance": run.variance, "weights": run.weights, "engine": run.engine}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImagesListing:
+    digest: str  # sha256 of the sorted "path, size, modification time" lines of the images
+    images: int
+
+
+def list_images(storage: Storage, images_uri: str) -> ImagesListing:
+    """The featurize job's view of ``images_uri``, as one digest: any image added, removed,
+    rewritten or touched changes it. One listing of the prefix (S3: a request per 1,000 keys)."""
+    lines = sorted(
+        f"{listed.path}\t{listed.size}\t{listed.modified}"
+        for listed in storage.files_under(images_uri)
+        if is_image_path(listed.path)
+    )
+    return ImagesListing(digest=hashlib.sha256("\n".join(lines).encode()).hexdigest(), images=len(lines))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatestRun(JsonRecord):
+    """``latest.json``: the last good run and what its outputs were computed from."""
+
+    run_key: str
+    run_uri: str
+    csv_uri: str
+    features_identity: dict  # the features' _model.json: engine, weights digest, preprocessing
+    output_shaping: dict
+    listing_digest: str
+    images: int
+
+    def unchanged_for(self, run: PipelineRun, listing: ImagesListing) -> bool:
+        return self.listing_digest == listing.digest and self.output_shaping == output_shaping(run)
+
+
+def read_latest(storage: Storage, results_uri: str) -> LatestRun | None:
+    """The last good run under ``results_uri``; None when there is none or its pointer is unreadable
+    (then the run computes everything, as a first run does)."""
+    uri = latest_uri(results_uri)
+    if not storage.exists(uri):
+        return None
+    try:
+        return LatestRun.from_json(storage.read_text(uri))
+    except (ValueError, KeyError, TypeError) as problem:
+        log.warning("%s is unreadable (%s): this run computes every image", uri, problem)
+        return None
+
+
+def record_good_run(storage: Storage, run: PipelineRun, listing: dict) -> LatestRun:
+    """Make ``run``, whose outputs passed the checks, the last good run: write latest.json.
+    ``listing`` is find_changes' listing of the images, from before the steps ran."""
+    identity = FeaturesIdentity.from_json(storage.read_text(join_uri(run.features_uri, FEATURES_IDENTITY_FILE)))
+    latest = LatestRun(
+        run_key=run.key,
+        run_uri=run.uri,
+        csv_uri=run.csv_uri,
+        features_identity=identity.to_dict(),
+        output_shaping=output_shaping(run),
+        listing_digest=listing["digest"],
+        images=listing["images"],
+    )
+    storage.write_text(latest_uri(run.results_uri), latest.to_json())
+    return latest
+
+
+def asset_extra(run: PipelineRun, summary: dict) -> dict:
+    """What a features asset event tells the DAGs it triggers: where the outputs are, k, the counts."""
+    counts = summary["counts"]
+    return {
+        "run": run.key,
+        "csv": run.csv_uri,
+        "features": run.features_uri,
+        "k": summary["pca"]["k"],
+        **{name: counts[name] for name in ("images", "new", "changed", "removed", "reused", "errors")},
+    }
