@@ -15,7 +15,7 @@ MobileNetV2 weights, and printed as a Markdown report (also written to --output)
 4. the PCA and CSV jobs, and the three-job total at several sizes (default engine);
 5. bench/reference_pipeline.py (the notebook's approach) on the same images.
 
-    python bench/benchmark.py [--sizes 250,500,1000,2000] [--marginal 1000,3000] [--raw-images 1000]
+    python bench/benchmark.py [--sizes 250,500,1000,2000] [--marginal 1000,10000] [--raw-images 1000]
                               [--raw-threads 2] [--memory-images 10000] [--nightly-images 2000]
                               [--reference-images 1000]
                               [--skip-reference] [--output bench/results.md] [--workdir DIR]
@@ -35,7 +35,6 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +51,9 @@ from fruitflow.contract import (  # noqa: E402
     WEIGHTS_RANDOM,
     ExportCsvMetrics,
     FeaturizeMetrics,
+    positive_int,
 )
-from fruitflow.onnx_model import OPSET  # noqa: E402
+from fruitflow.onnx_model import OPSET, installed_version  # noqa: E402
 from fruitflow.sample_images import generate_images  # noqa: E402
 from fruitflow_pipeline.code_bundle import build_bundle, code_version  # noqa: E402
 from fruitflow_pipeline.run import PipelineRun  # noqa: E402
@@ -256,18 +256,9 @@ def cpu_info() -> CpuInfo:
     return CpuInfo(model=values.get("model name", "unknown CPU"), flags=frozenset(values.get("flags", "").split()))
 
 
-def installed_version(distributions: Sequence[str]) -> str:
-    for name in distributions:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return "absent"
-
-
 def versions() -> str:
     """Read from the installed distributions: this process never imports TensorFlow."""
-    return ", ".join(f"{name} {installed_version(distributions)}" for name, distributions in VERSIONED.items())
+    return ", ".join(f"{name} {installed_version(*distributions)}" for name, distributions in VERSIONED.items())
 
 
 # ---------------------------------------------------------------- measurements
@@ -326,13 +317,6 @@ def count_or_zero(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value}: give a number of images, or 0 to skip")
-    return value
-
-
-def positive_count(text: str) -> int:
-    value = count_or_zero(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("give at least 1")
     return value
 
 
@@ -841,15 +825,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--marginal",
         type=parse_counts,
-        default=(1000, 3000),
-        help="two image counts for each engine's featurize marginal rate and warm start-up (default 1000,3000)",
+        # A window of 2,000 images is 15-20 s of featurising: the shared machine's noise swung its
+        # rate from 0.68x to 1.16x raw ONNX Runtime between two runs. 9,000 images is a minute.
+        default=(1000, 10000),
+        help="two image counts for each engine's featurize marginal rate and warm start-up (default 1000,10000)",
     )
     parser.add_argument(
-        "--raw-images", type=positive_count, default=1000, help="images for the raw engines (default %(default)s)"
+        "--raw-images", type=positive_int, default=1000, help="images for the raw engines (default %(default)s)"
     )
     parser.add_argument(
         "--raw-threads",
-        type=positive_count,
+        type=positive_int,
         default=2,
         help="threads of each raw engine: the cores Spark's local[*] shares among its tasks (default %(default)s)",
     )

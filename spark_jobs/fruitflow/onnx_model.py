@@ -28,7 +28,8 @@ INPUT_NAME = "pixels"
 MODEL_REVISION = "mobilenet_v2-224-avgpool-1280"
 
 
-def _version(*distributions: str) -> str:
+def installed_version(*distributions: str) -> str:
+    """The version of the first of ``distributions`` installed, read without importing it."""
     for name in distributions:
         try:
             return metadata.version(name)
@@ -60,11 +61,11 @@ def model_identity(weights_digest: str) -> ModelIdentity:
         weights_digest=weights_digest,
         model_revision=MODEL_REVISION,
         opset=OPSET,
-        keras=_version("keras"),
-        tensorflow=_version("tensorflow", "tensorflow-cpu"),
-        tf2onnx=_version("tf2onnx"),
-        onnx=_version("onnx"),
-        onnxruntime=_version("onnxruntime"),
+        keras=installed_version("keras"),
+        tensorflow=installed_version("tensorflow", "tensorflow-cpu"),
+        tf2onnx=installed_version("tf2onnx"),
+        onnx=installed_version("onnx"),
+        onnxruntime=installed_version("onnxruntime"),
     )
 
 

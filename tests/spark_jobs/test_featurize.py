@@ -342,3 +342,19 @@ def test_outputs_without_a_model_identity_are_not_trusted(spark, first_run, tmp_
 def test_previous_outputs_come_in_pairs(fruit_images, tmp_path, capsys):
     assert run_featurize(fruit_images, tmp_path, "--previous-features", str(tmp_path / "features")) == 1
     assert "give --previous-features and --previous-errors together" in capsys.readouterr().err
+
+
+def test_features_of_other_weights_are_computed_again(spark, first_run, tmp_path, job_log):
+    import keras
+
+    from fruitflow.model import build_classifier
+
+    images, first = first_run
+    keras.utils.set_random_seed(99)
+    weights = tmp_path / "other.weights.h5"
+    build_classifier().save_weights(str(weights))
+    previous = ["--previous-features", str(first / "features"), "--previous-errors", str(first / "errors")]
+    assert run_featurize(images, tmp_path / "other", "--weights", str(weights), *previous) == 0
+    metrics = json.loads((tmp_path / "other" / "metrics" / "featurize.json").read_text())
+    assert (metrics["reused"], metrics["model_rows"]) == (0, 31)
+    assert "previous features were computed otherwise (weights_digest " in job_log.text
