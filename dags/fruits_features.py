@@ -23,7 +23,8 @@ successful and `report.json` says `unchanged since <run key>`. Otherwise featuri
 the last good run's rows of unchanged images and only featurises new and changed ones. The
 `full_refresh` param computes everything. Each good run moves `latest.json` and emits an event
 of the `fruitflow_features` asset, whose `extra` has the run key, the CSV and features URIs, k
-and the counts: `schedule=[Asset.ref(name="fruitflow_features")]` runs a DAG after each.
+and the counts: `schedule=[Asset(name="fruitflow_features", uri="x-fruitflow://fruits_features/features")]`
+runs a DAG after each (README, "Nightly runs").
 
 **Target** (`FRUITFLOW_TARGET`): `emr` creates a transient EMR cluster, runs the three steps on
 it and always terminates it (`terminate_cluster` is a teardown; a run that ends failed without
@@ -64,7 +65,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from fruitflow_pipeline.cluster import job_flow_spec
 from fruitflow_pipeline.code_bundle import build_bundle, code_version
-from fruitflow_pipeline.nightly import asset_extra, latest_uri, list_images, read_latest, record_good_run
+from fruitflow_pipeline.nightly import asset_extra, list_images, read_latest, record_good_run
 from fruitflow_pipeline.operators import (
     FAILURE_XCOM_KEY,
     EmrRunClusterOperator,
@@ -87,12 +88,9 @@ DEFER_WAITS = conf.getboolean("operators", "default_deferrable", fallback=False)
 OUTPUTS_XCOM_KEY = "outputs"
 LISTING_XCOM_KEY = "listing"
 UNCHANGED_XCOM_KEY = "unchanged_since"
-# One asset for the deployment's results, whatever a manual run's results_uri: each event's extra
-# says where that run's outputs are.
-FEATURES_ASSET = Asset(
-    name="fruitflow_features",
-    uri=latest_uri(SETTINGS.results_uri if "://" in SETTINGS.results_uri else f"file://{SETTINGS.results_uri}"),
-)
+# One asset, the same name and URI in every deployment and on both targets (Airflow allows one
+# URI per asset name in its database); each event's extra says where that run's outputs are.
+FEATURES_ASSET = Asset(name="fruitflow_features", uri="x-fruitflow://fruits_features/features")
 
 
 def storage():
