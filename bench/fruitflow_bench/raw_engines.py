@@ -1,0 +1,108 @@
+"""How fast each engine featurises in process, without Spark: decode + preprocess + forward on the
+same images and batches, one subprocess per engine so that its threads and memory stay there."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fruitflow.contract import ENGINE_ONNX, ENGINE_TENSORFLOW, WEIGHTS_RANDOM
+from fruitflow.onnx_model import OPSET
+from fruitflow_bench import ROOT
+from fruitflow_bench.commands import run_logged
+from fruitflow_bench.workload import BATCH_SIZE
+
+# The subprocess is the benchmark's own command line, with its hidden --raw-only flags.
+BENCHMARK_SCRIPT = ROOT / "bench" / "benchmark.py"
+ENGINE_NAMES = {ENGINE_ONNX: "ONNX Runtime", ENGINE_TENSORFLOW: "TensorFlow"}
+# The raw forward passes, by the key the subprocess reports them under, as the report names them.
+FORWARD_PASSES = {
+    "predict": f"TensorFlow `model.predict` (batch {BATCH_SIZE})",
+    "compiled": f"TensorFlow compiled `tf.function` (input_signature [None,224,224,3], batch {BATCH_SIZE})",
+    "onnxruntime": f"ONNX Runtime `InferenceSession.run` (tf2onnx, opset {OPSET}, batch {BATCH_SIZE})",
+}
+
+
+def tensorflow_forward_passes(threads: int) -> dict[str, Callable]:
+    """Keras' ``predict`` and the job's compiled forward pass, on one pool of ``threads``."""
+    from fruitflow.model import FeatureExtractor, configure_tensorflow_threads, resolve_weights
+
+    # As the job's Python workers do, and before TensorFlow's runtime starts: both passes get it.
+    configure_tensorflow_threads(threads)
+    from keras.applications.mobilenet_v2 import preprocess_input
+
+    extractor = FeatureExtractor(resolve_weights(WEIGHTS_RANDOM, fetch=None))
+    return {
+        "predict": lambda pixels: extractor.model.predict(preprocess_input(pixels), batch_size=BATCH_SIZE, verbose=0),
+        "compiled": extractor,  # numpy preprocess_input, then its tf.function with input_signature [None, 224, 224, 3]
+    }
+
+
+def onnx_forward_passes(threads: int) -> dict[str, Callable]:
+    """The job's ONNX Runtime session (intra-op ``threads``, inter-op 1) on the converted network."""
+    from fruitflow.onnx_model import OnnxFeatureExtractor, onnx_model
+
+    # Converted here, before any clock starts: the job converts once per model cache, not per run.
+    model = onnx_model(WEIGHTS_RANDOM, weights_file=None, cache=None)
+    return {"onnxruntime": OnnxFeatureExtractor(model, threads)}
+
+
+RAW_ENGINES = {ENGINE_TENSORFLOW: tensorflow_forward_passes, ENGINE_ONNX: onnx_forward_passes}
+
+
+def raw_throughput(folder: Path, engine: str, threads: int) -> dict:
+    """Seconds to decode, preprocess and featurise every JPEG under ``folder``, per forward pass.
+
+    Bytes are read before the clock starts (the jobs read them through Spark). Each forward
+    pass is warmed up on a full and on the last, shorter batch first, so no tracing is timed.
+    """
+    import numpy as np
+
+    from fruitflow.images import decode_image, to_model_input
+
+    contents = [path.read_bytes() for path in sorted(folder.rglob("*.jpg"))]
+    batches = [contents[start : start + BATCH_SIZE] for start in range(0, len(contents), BATCH_SIZE)]
+    forward_passes = RAW_ENGINES[engine](threads)
+
+    def model_input(batch: list[bytes]) -> np.ndarray:
+        return np.stack([to_model_input(decode_image(content)) for content in batch])
+
+    seconds = {}
+    for name, forward in forward_passes.items():
+        for warm_up in {len(batches[0]), len(batches[-1])}:
+            forward(model_input(contents[:warm_up]))
+        started = time.perf_counter()
+        for batch in batches:
+            forward(model_input(batch))
+        seconds[name] = time.perf_counter() - started
+    return {"engine": engine, "images": len(contents), "threads": threads, "seconds": seconds}
+
+
+@dataclass(frozen=True)
+class RawResult:
+    """One engine's forward passes, in process, on the same images and batches."""
+
+    engine: str
+    images: int
+    threads: int
+    seconds: dict[str, float]  # forward pass (a FORWARD_PASSES key) -> seconds for all the images
+
+    def rate(self, forward_pass: str) -> float:
+        return self.images / self.seconds[forward_pass]
+
+    @property
+    def best_rate(self) -> float:
+        return max(self.rate(forward_pass) for forward_pass in self.seconds)
+
+
+def measure_raw(folder: Path, engine: str, threads: int, log: Path) -> RawResult:
+    """``raw_throughput`` in a subprocess of its own."""
+    result_file = log.with_suffix(".json")
+    command = [sys.executable, str(BENCHMARK_SCRIPT), "--raw-only", str(folder), "--raw-engine", engine]
+    run_logged([*command, "--raw-threads", str(threads), "--raw-result", str(result_file)], log)
+    result = json.loads(result_file.read_text())
+    return RawResult(engine=engine, images=result["images"], threads=result["threads"], seconds=result["seconds"])
