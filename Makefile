@@ -13,7 +13,7 @@ COUNT ?= 200
 WEIGHTS ?= imagenet
 ENGINE ?= onnx
 
-.PHONY: demo test lint format bench plan lock wheelhouse clean check-java
+.PHONY: demo rehearse test lint format bench plan lock wheelhouse clean check-java
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -49,6 +49,13 @@ format: $(VENV)/.test-installed
 
 bench: $(VENV)/.test-installed check-java
 	$(BIN)/python bench/benchmark.py $(BENCH_ARGS)
+
+# The EMR target rehearsed on this machine: moto plays AWS, the rehearsal cluster runs the steps on
+# local Spark (README, "EMR rehearsal"). Same settings as the demo, and REHEARSE_BOOTSTRAP=1 to run
+# the bootstrap for real (WHEELHOUSE=build/wheelhouse: from the wheels `make wheelhouse` downloaded).
+rehearse: $(VENV)/.test-installed check-java
+	@IMAGES="$(IMAGES)" COUNT="$(COUNT)" WEIGHTS="$(WEIGHTS)" ENGINE="$(ENGINE)" \
+		REHEARSE_BOOTSTRAP="$(REHEARSE_BOOTSTRAP)" WHEELHOUSE="$(if $(filter command line,$(origin WHEELHOUSE)),$(WHEELHOUSE))" $(BIN)/python -m rehearsal
 
 # What a run would do with the current FRUITFLOW_* settings and a trigger's conf, without AWS.
 CONF ?= {}

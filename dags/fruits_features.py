@@ -39,7 +39,8 @@ the last safety net). `local` runs the same steps with spark-submit on this mach
   folder, and refuses a folder that another DAG run owns.
 - **watch_featurize / watch_pca / watch_export_csv** (EMR) or **featurize / pca / export_csv** (local):
   the log says the step's state, EMR's reason and the S3 folder of the step's logs
-  (`stderr.gz` has the Spark driver's error). A cancelled step only means an earlier one failed.
+  (`stdout.gz` has the job's error line and Python traceback, `stderr.gz` Spark's own log).
+  A cancelled step only means an earlier one failed.
 - **find_changes**: the images could not be listed (AWS access). Skipped steps after it, all
   pink, with a green run: nothing changed since the last good run, as its log says.
 - **check_outputs**: the steps ran but the outputs are off (row counts, too many unreadable

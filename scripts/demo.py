@@ -80,53 +80,85 @@ def run_dag(env: dict[str, str], logical_date: str, conf: dict, log_path: Path) 
         return process.wait()
 
 
-def main() -> int:
-    sys.stdout.reconfigure(line_buffering=True)  # progress lines interleave with errors in order
-    data_dir = Path(os.environ.get("DATA_DIR") or ROOT / "data").resolve()
-    weights = os.environ.get("WEIGHTS") or "imagenet"
+def summary(report: dict, run_folder: str) -> str:
+    """What a good run made and where (``run_folder``: a local folder or an s3:// URI)."""
+    counts, pca = report["counts"], report["pca"]
+    return "\n".join([
+        f"\nimages:  {counts['images']} read, {counts['featurised']} featurised",
+        f"errors:  {counts['errors']} ({counts['error_share']:.1%}), listed in {run_folder}/errors",
+        f"k:       {pca['k']} components explain {pca['explained_variance']:.1%} of the variance",
+        f"\nCSV:     {run_folder}/pca_features.csv",
+        f"plot:    {run_folder}/explained_variance.png",
+        f"report:  {run_folder}/report.json",
+    ])  # fmt: skip
+
+
+class BadInput(ValueError):
+    """An IMAGES, WEIGHTS or ENGINE the demo cannot run with."""
+
+
+def inputs_from_env(data_dir: Path) -> tuple[Path, str, str]:
+    """The images folder (IMAGES, or COUNT sample images generated under ``data_dir``), the
+    weights and the engine a run uses, from the environment the Makefile passes on."""
     images = Path(os.environ["IMAGES"]).resolve() if os.environ.get("IMAGES") else None
     if images is None:
         images = sample_images(data_dir, int(os.environ.get("COUNT") or 200))
     elif not images.is_dir():
-        print(f"IMAGES={images} is not a folder", file=sys.stderr)
-        return 2
+        raise BadInput(f"IMAGES={images} is not a folder")
+    weights = os.environ.get("WEIGHTS") or "imagenet"
     if weights not in ("imagenet", "random"):
         weights = str(Path(weights).resolve())
     engine = os.environ.get("ENGINE") or DEFAULT_ENGINE
     if engine not in ENGINES:
-        print(f"ENGINE={engine} is not an engine: use {' or '.join(ENGINES)}", file=sys.stderr)
-        return 2
+        raise BadInput(f"ENGINE={engine} is not an engine: use {' or '.join(ENGINES)}")
+    return images, weights, engine
+
+
+def explain_failure(log_path: Path, weights: str, command: str) -> None:
+    print(f"\nThe run failed. See {log_path}.", file=sys.stderr)
+    if weights == "imagenet" and "could not download the ImageNet weights" in log_path.read_text():
+        print(
+            f"This machine cannot download the ImageNet weights. Run `{command} WEIGHTS=random` "
+            f"(meaningless features, working pipeline) or `{command} WEIGHTS=/path/to/"
+            "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5`.",
+            file=sys.stderr,
+        )
+
+
+def today() -> datetime:
+    """The logical date of a demo or rehearsal run: one a day, so running again replaces that run's folder only."""
+    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def read_inputs() -> tuple[Path, Path, str, str]:
+    """DATA_DIR and the run's images, weights and engine; a bad one ends the program with its message."""
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines interleave with errors in order
+    data_dir = Path(os.environ.get("DATA_DIR") or ROOT / "data").resolve()
+    try:
+        return (data_dir, *inputs_from_env(data_dir))
+    except BadInput as problem:
+        print(problem, file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> int:
+    data_dir, images, weights, engine = read_inputs()
 
     airflow_home = Path(os.environ.get("AIRFLOW_HOME") or ROOT / ".airflow")
     airflow_home.mkdir(parents=True, exist_ok=True)
     results = data_dir / "results"
-    # One demo run a day: running it again the same day replaces that run's folder only.
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    logical_date = today()
     conf = {"images_uri": str(images), "results_uri": str(results), "weights": weights, "engine": engine}
     log_path = airflow_home / "demo.log"
     print(f"Running fruits_features on {images} with weights={weights}, engine={engine} (full log: {log_path})")
-    code = run_dag(airflow_environment(airflow_home), today.isoformat(), conf, log_path)
+    code = run_dag(airflow_environment(airflow_home), logical_date.isoformat(), conf, log_path)
 
-    run_folder = results / today.strftime("%Y%m%dT%H%M%SZ")
+    run_folder = results / logical_date.strftime("%Y%m%dT%H%M%SZ")
     report_path = run_folder / "report.json"
     if code or not report_path.exists():
-        print(f"\nThe run failed. See {log_path}.", file=sys.stderr)
-        if weights == "imagenet" and "could not download the ImageNet weights" in log_path.read_text():
-            print(
-                "This machine cannot download the ImageNet weights. Run `make demo WEIGHTS=random` "
-                "(meaningless features, working pipeline) or `make demo WEIGHTS=/path/to/"
-                "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5`.",
-                file=sys.stderr,
-            )
+        explain_failure(log_path, weights, "make demo")
         return code or 1
-    report = json.loads(report_path.read_text())
-    counts, pca = report["counts"], report["pca"]
-    print(f"\nimages:  {counts['images']} read, {counts['featurised']} featurised")
-    print(f"errors:  {counts['errors']} ({counts['error_share']:.1%}), listed in {run_folder / 'errors'}")
-    print(f"k:       {pca['k']} components explain {pca['explained_variance']:.1%} of the variance")
-    print(f"\nCSV:     {run_folder / 'pca_features.csv'}")
-    print(f"plot:    {run_folder / 'explained_variance.png'}")
-    print(f"report:  {report_path}")
+    print(summary(json.loads(report_path.read_text()), str(run_folder)))
     return 0
 
 

@@ -15,51 +15,25 @@ from pathlib import Path
 
 import pytest
 
+from rehearsal.node import executable, node_environment
+
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "spark_jobs" / "cluster"
 CODE_URI = "s3://fruits/results/_code/abc123"
 WHEELHOUSE_URI = "s3://fruits/wheelhouse"
 
-FAKE_AWS = r"""#!/bin/bash
-# aws s3 cp [--only-show-errors] [--recursive] SRC DST, with s3://<bucket>/<key> under $FAKE_S3.
-set -euo pipefail
-echo "aws $*" >> "$CALLS"
-[[ "$1 $2" == "s3 cp" ]] || { echo "fake aws: unsupported: $*" >&2; exit 2; }
-shift 2
-recursive=false
-while [[ "$1" == --* ]]; do [[ "$1" == --recursive ]] && recursive=true; shift; done
-source="$FAKE_S3/${1#s3://}"
-if $recursive; then mkdir -p "$2" && cp -r "$source"/. "$2"; else cp "$source" "$2"; fi
-"""
-FAKE_SUDO = '#!/bin/bash\necho "sudo $*" >> "$CALLS"\nexec "$@"\n'
 RECORDING_PYTHON = '#!/bin/bash\necho "python $*" >> "$CALLS"\n'
-
-
-def executable(path: Path, text: str) -> Path:
-    path.write_text(text)
-    path.chmod(0o755)
-    return path
 
 
 @pytest.fixture
 def node(tmp_path):
     """An 'EMR node': fake aws and sudo on PATH, S3 holding the run's code version."""
-    bin_dir, s3 = tmp_path / "bin", tmp_path / "s3"
-    bin_dir.mkdir()
-    executable(bin_dir / "aws", FAKE_AWS)
-    executable(bin_dir / "sudo", FAKE_SUDO)
+    s3 = tmp_path / "s3"
     code = s3 / CODE_URI.removeprefix("s3://")
     code.mkdir(parents=True)
     for name in ("requirements.txt", "constraints.txt"):
         shutil.copy(CLUSTER / name, code / name)
-    env = {
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        "FAKE_S3": str(s3),
-        "CALLS": str(tmp_path / "calls.log"),
-        "FRUITFLOW_BOOTSTRAP_DIR": str(tmp_path / "mnt" / "fruitflow-bootstrap"),
-        "HOME": os.environ.get("HOME", str(tmp_path)),
-    }
-    return tmp_path, s3, env
+    return tmp_path, s3, node_environment(tmp_path, s3)
 
 
 def run_bootstrap(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -121,6 +95,7 @@ def wheelhouse(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_wheelhouse_holds_a_wheel_for_every_pinned_package(wheelhouse):
     from packaging.utils import canonicalize_name, parse_wheel_filename
 
@@ -136,6 +111,7 @@ def test_wheelhouse_holds_a_wheel_for_every_pinned_package(wheelhouse):
     assert all(platform == "any" or platform.endswith("x86_64") for platform in platforms)
 
 
+@pytest.mark.slow
 def test_bootstrap_installs_from_the_wheelhouse_alone_into_a_fresh_python(node, wheelhouse):
     tmp_path, s3, env = node
     shutil.copytree(wheelhouse, s3 / WHEELHOUSE_URI.removeprefix("s3://"))

@@ -83,7 +83,7 @@ class EmrStepWatcher(EmrStepSensor):
         details = status.get("FailureDetails") or {}
         parts = [f"step {step.get('Name')} ({step.get('Id', self.step_id)}) ended {status['State']}"]
         if status["State"] == "CANCELLED":
-            parts.append("it was cancelled because an earlier step failed: read that step's log first")
+            parts.append(self.why_cancelled())
         if details:
             parts.append(f"reason: {details.get('Reason')}; message: {details.get('Message')}")
             if details.get("LogFile"):
@@ -91,10 +91,25 @@ class EmrStepWatcher(EmrStepSensor):
         log_uri = get_log_uri(emr_client=self.hook.conn, job_flow_id=self.job_flow_id)
         if log_uri:
             parts.append(
-                f"step logs (stderr.gz holds the Spark driver's error): "
+                # Spark's PythonRunner copies the PySpark driver's stdout and stderr to the JVM's
+                # stdout: the job's error line is in the step's stdout.gz (seen in the rehearsal).
+                f"step logs (stdout.gz holds the job's error and traceback, stderr.gz Spark's log): "
                 f"s3://{log_uri.rstrip('/')}/{self.job_flow_id}/steps/{self.step_id}/"
             )
         return "; ".join(parts)
+
+    def why_cancelled(self) -> str:
+        """A step is cancelled when an earlier one failed, or when its cluster never got ready:
+        a failed bootstrap ends the cluster TERMINATED_WITH_ERRORS with every step cancelled."""
+        cluster_status = self.hook.conn.describe_cluster(ClusterId=self.job_flow_id)["Cluster"]["Status"]
+        if cluster_status["State"] != "TERMINATED_WITH_ERRORS":
+            return "it was cancelled because an earlier step failed: read that step's log first"
+        reason = cluster_status.get("StateChangeReason") or {}
+        said = ": ".join(filter(None, [reason.get("Code"), reason.get("Message")])) or "no reason given"
+        return (
+            f"the cluster ended TERMINATED_WITH_ERRORS ({said}); a failed bootstrap action's logs are under "
+            "node/<instance id>/bootstrap-actions/ in the cluster's log folder"
+        )
 
     def execute_complete(self, context, event: dict[str, Any] | None = None) -> None:
         if event and event.get("status") != "success":

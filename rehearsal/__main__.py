@@ -1,0 +1,112 @@
+"""`make rehearse`: one run of the fruits_features DAG on the EMR target, against moto, its steps run
+for real on local Spark by the rehearsal cluster. Not an AWS run (README, "EMR rehearsal").
+
+The images are uploaded to a bucket of a moto server started here, the DAG runs with
+`airflow dags test` against it (the same RunJobFlow and AddJobFlowSteps requests as on AWS), and
+the rehearsal cluster executes each step it adds. Settings, as for `make demo`:
+
+    IMAGES   folder of <class>/<image>.jpg to featurise (default: generate COUNT sample images)
+    COUNT    sample images to generate when IMAGES is not set (default 200)
+    WEIGHTS  imagenet (default), random, or the path of a Keras MobileNetV2 .h5 weights file
+             (uploaded to the bucket, as a deployment would keep it on S3)
+    ENGINE   onnx (default) or tensorflow
+    REHEARSE_BOOTSTRAP=1  run the bootstrap action for real into a throwaway venv (minutes: it
+             installs the cluster's requirements) instead of only checking that it resolves
+    WHEELHOUSE  with it, a folder `make wheelhouse` filled: uploaded to the bucket and given to the
+             cluster as FRUITFLOW_EMR_WHEELHOUSE_URI, so the bootstrap installs with --no-index
+    DATA_DIR where sample images go, and the bucket's local copy (<DATA_DIR>/rehearsal/<bucket>/)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "spark_jobs"), str(ROOT / "plugins"), str(ROOT / "scripts")]
+
+from demo import airflow_environment, explain_failure, read_inputs, run_dag, summary, today  # noqa: E402
+
+from fruitflow_pipeline.run import run_key  # noqa: E402
+from rehearsal.buckets import create_bucket, upload_folder  # noqa: E402
+from rehearsal.cluster import RehearsalCluster  # noqa: E402
+
+BUCKET = "fruitflow-rehearsal"
+REGION = "eu-west-1"
+POKE_INTERVAL_SECONDS = "2"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal", "AWS_DEFAULT_REGION": REGION}
+
+
+def emr_environment(airflow_home: Path, endpoint: str, wheelhouse_uri: str) -> dict[str, str]:
+    """The DAG's environment on the EMR target, its AWS connection pointed at the moto server."""
+    connection = {"conn_type": "aws", "extra": {"region_name": REGION, "endpoint_url": endpoint}}
+    return {
+        **airflow_environment(airflow_home),
+        **CREDENTIALS,
+        "FRUITFLOW_TARGET": "emr",
+        "FRUITFLOW_POKE_INTERVAL_SECONDS": POKE_INTERVAL_SECONDS,
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
+        "FRUITFLOW_EMR_WHEELHOUSE_URI": wheelhouse_uri,
+    }
+
+
+def main() -> int:
+    data_dir, images, weights, engine = read_inputs()
+    os.environ.update(CREDENTIALS)  # for this process's own clients: the moto server takes any
+    logging.basicConfig(format="  rehearsal: %(message)s")
+    logging.getLogger("fruitflow.rehearsal").setLevel(logging.INFO)
+
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
+        create_bucket(s3, BUCKET, REGION)
+        count = upload_folder(s3, images, BUCKET, "images")
+        if weights not in ("imagenet", "random"):
+            s3.upload_file(weights, BUCKET, f"weights/{Path(weights).name}")
+            weights = f"s3://{BUCKET}/weights/{Path(weights).name}"
+        wheelhouse_uri = ""
+        if os.environ.get("WHEELHOUSE"):
+            upload_folder(s3, Path(os.environ["WHEELHOUSE"]), BUCKET, "wheelhouse")
+            wheelhouse_uri = f"s3://{BUCKET}/wheelhouse/"
+        mirror_root = data_dir / "rehearsal"
+        shutil.rmtree(mirror_root / BUCKET, ignore_errors=True)  # a new bucket: last rehearsal's copy is stale
+
+        airflow_home = Path(os.environ.get("AIRFLOW_HOME") or ROOT / ".airflow" / "rehearsal")
+        airflow_home.mkdir(parents=True, exist_ok=True)
+        logical_date = today()
+        conf = {"images_uri": f"s3://{BUCKET}/images", "results_uri": f"s3://{BUCKET}/results",
+                "weights": weights, "engine": engine}  # fmt: skip
+        log_path = airflow_home / "rehearse.log"
+        print(f"Rehearsing fruits_features on the EMR target: {count} files of {images} in s3://{BUCKET}/images "
+              f"(moto at {endpoint}), weights={weights}, engine={engine} (full log: {log_path})")  # fmt: skip
+        run_bootstrap = os.environ.get("REHEARSE_BOOTSTRAP") == "1"
+        with RehearsalCluster(endpoint, mirror_root, run_bootstrap=run_bootstrap) as cluster:
+            environment = emr_environment(airflow_home, endpoint, wheelhouse_uri)
+            code = run_dag(environment, logical_date.isoformat(), conf, log_path)
+            cluster.pull()  # what the DAG wrote after the last step (report.json, latest.json) too
+
+        key = run_key(logical_date)
+        local_copy = mirror_root / BUCKET / "results" / key
+        if code or not (local_copy / "report.json").exists():
+            explain_failure(log_path, weights, "make rehearse")
+            return code or 1
+        print(summary(json.loads((local_copy / "report.json").read_text()), f"s3://{BUCKET}/results/{key}"))
+        print(f"\nlocal copy of the run folder: {local_copy}/")
+        return 0
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
