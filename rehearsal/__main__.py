@@ -57,8 +57,11 @@ def emr_environment(airflow_home: Path, endpoint: str, wheelhouse_uri: str) -> d
 def main() -> int:
     data_dir, images, weights, engine = read_inputs()
     os.environ.update(CREDENTIALS)  # for this process's own clients: the moto server takes any
-    logging.basicConfig(format="  rehearsal: %(message)s")
-    logging.getLogger("fruitflow.rehearsal").setLevel(logging.INFO)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("  rehearsal: %(message)s"))
+    rehearsal_log = logging.getLogger("fruitflow.rehearsal")
+    rehearsal_log.addHandler(handler)
+    rehearsal_log.setLevel(logging.INFO)
 
     from moto.server import ThreadedMotoServer
 

@@ -392,7 +392,8 @@ class RehearsalCluster:
         self.pull()
         with tempfile.TemporaryDirectory(prefix=f"rehearsal-{step.id}-") as work_dir:
             command, environment, controller = self.prepare(args, configurations, Path(work_dir))
-            log.info("step %s (%s): %s", step.name, step.id, "\n".join(controller))
+            for line in controller:
+                log.info("step %s (%s): %s", step.name, step.id, line)
             stdout_path, stderr_path = Path(work_dir) / "stdout", Path(work_dir) / "stderr"
             with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
                 process = subprocess.Popen(command, env=environment, stdout=stdout, stderr=stderr)
