@@ -13,7 +13,7 @@ COUNT ?= 200
 WEIGHTS ?= imagenet
 ENGINE ?= onnx
 
-.PHONY: demo rehearse test lint format bench plan lock wheelhouse clean check-java
+.PHONY: demo rehearse test test-fast test-slow lint format bench plan lock wheelhouse clean check-java
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -35,8 +35,16 @@ check-java:
 demo: $(VENV)/.runtime-installed check-java
 	@IMAGES="$(IMAGES)" COUNT="$(COUNT)" WEIGHTS="$(WEIGHTS)" ENGINE="$(ENGINE)" $(BIN)/python scripts/demo.py
 
+# Three tiers of one suite (README, "Development"): `make test` runs all of them, lint first (CI);
+# `make test-fast`, the tests that start no JVM, while editing; `make test-slow`, the rare ones.
 test: lint $(VENV)/.test-installed check-java
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -m "not spark and not slow" $(PYTEST_ARGS)
+
+test-slow: $(VENV)/.test-installed check-java
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 # Lint and formatting, with Airflow's AIR rules (pyproject.toml); `make format` fixes what it can.
 lint: $(VENV)/.test-installed

@@ -2,11 +2,16 @@
 
 Environment variables are set at import time, before anything imports Airflow or
 starts Spark, so both pick them up.
+
+A test that starts a JVM (the ``spark`` fixture, a job's ``main``, a local DAG run's
+spark-submit, the demo) is marked ``spark``: ``make test-fast`` deselects those. A test that
+starts one without the mark fails, so the fast tier stays free of Spark.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +33,55 @@ os.environ.update(
     PYSPARK_DRIVER_PYTHON=sys.executable,
     PYTHONPATH=os.pathsep.join(filter(None, [str(SPARK_JOBS), os.environ.get("PYTHONPATH")])),
 )
+
+
+_running: pytest.Item | None = None  # the test whose setup, call or teardown runs now
+_unmarked_jvm: dict[str, str] = {}  # node id -> what started a JVM without the spark mark
+
+
+def _refuse_unmarked_spark(what: str) -> None:
+    item = _running
+    if item is not None and item.get_closest_marker("spark") is None:
+        _unmarked_jvm[item.nodeid] = what
+        pytest.fail(f"{item.nodeid} starts {what}: mark it @pytest.mark.spark (README, Development)", pytrace=False)
+
+
+_original_popen_init = subprocess.Popen.__init__
+
+
+def _popen_init(self, args, *rest, **kwargs):
+    # spark-submit starts every JVM: a SparkSession's gateway and a local DAG run's steps alike.
+    program = args[0] if isinstance(args, list | tuple) else str(args).split(" ", 1)[0]
+    if Path(os.fsdecode(program)).name == "spark-submit":
+        _refuse_unmarked_spark("a JVM (spark-submit)")
+    _original_popen_init(self, args, *rest, **kwargs)
+
+
+subprocess.Popen.__init__ = _popen_init
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    global _running
+    _running = item
+    try:
+        return (yield)
+    finally:
+        _running = None
+
+
+def pytest_runtest_setup(item):
+    if "spark" in item.fixturenames:
+        _refuse_unmarked_spark("the spark fixture")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    result = yield
+    # Also when the code under test swallowed the failure raised inside it (a task's error handling).
+    if item.nodeid in _unmarked_jvm:
+        pytest.fail(f"{item.nodeid} starts {_unmarked_jvm[item.nodeid]}: mark it @pytest.mark.spark", pytrace=False)
+    return result
 
 
 @pytest.fixture(scope="session")

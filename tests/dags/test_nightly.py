@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +15,12 @@ import pytest
 
 from fruitflow.sample_images import generate_images
 
+pytestmark = pytest.mark.spark
+
 STEPS = ["empty_run_folder", "upload_code", "featurize", "pca", "export_csv", "check_outputs"]
+# 200 images: 20 of each class, so the 5 replaced, the 10 deleted and the 185 reused images all
+# exist, and every path through the network, carried over or removed is counted exactly.
+IMAGES = 200
 
 
 def run_key(day: int) -> str:
@@ -46,13 +52,6 @@ def asset_events() -> list[dict]:
         return [event.extra for event in session.scalars(query.order_by(AssetEvent.id))]
 
 
-@pytest.fixture
-def images(tmp_path) -> Path:
-    folder = tmp_path / "images"
-    generate_images(folder, 2000, seed=3)
-    return folder
-
-
 def change_images(images: Path, tmp_path: Path) -> set[str]:
     """Add 20 images, replace 5 with other content and delete 10; returns the replaced ones' URIs."""
     extra = generate_images(tmp_path / "extra", 25, seed=99)
@@ -67,70 +66,118 @@ def change_images(images: Path, tmp_path: Path) -> set[str]:
     return {f"file:{path}" for path in replaced}
 
 
-def test_nightly_runs_featurise_only_what_changed_and_skip_when_nothing_did(load_dag, airflow_db, images, tmp_path):
-    results = tmp_path / "results"
-    dag = load_dag("local")
+@dataclass(frozen=True)
+class Night:
+    """One night's DAG run, and what it left behind that a later night changes."""
+
+    state: str
+    tasks: dict[str, str]  # task id -> state
+    latest: str | None  # latest.json's run key after the night
+    events: list[dict]  # the features asset events after the night
+    images: set[str]  # the images' URIs the night saw
+
+
+@dataclass(frozen=True)
+class Nights:
+    images: Path
+    results: Path
+    replaced: set[str]  # the images whose content night 21 finds replaced
+    nights: dict[int, Night]
+
+
+@pytest.fixture(scope="module")
+def nights(load_dag_for_module, airflow_db, spark_steps_in_process, tmp_path_factory) -> Nights:
+    """One results folder through a week: a first night, a night after changes, one without,
+    one with a broken image, a full refresh of nothing changed, and one with another engine.
+    The nights share a model cache and a metadata DB, as nightly runs do; their steps run in
+    this process's Spark session (spark_steps_in_process). The tests read what each night left."""
+    tmp_path = tmp_path_factory.mktemp("nightly")
+    images, results = tmp_path / "images", tmp_path / "results"
+    generate_images(images, IMAGES, seed=3)
+    dag = load_dag_for_module("local")
     conf = {"images_uri": str(images), "results_uri": str(results), "weights": "random"}
+    nights: dict[int, Night] = {}
 
-    first = night(dag, 20, conf)
-    assert first.state == "success"
-    assert json.loads((results / "latest.json").read_text())["run_key"] == run_key(20)
+    def run(day: int, night_conf: dict) -> None:
+        current = {f"file:{path}" for path in images.rglob("*.jpg")}
+        dag_run = night(dag, day, night_conf)
+        latest = results / "latest.json"
+        nights[day] = Night(
+            state=dag_run.state,
+            tasks={ti.task_id: ti.state for ti in dag_run.get_task_instances()},
+            latest=json.loads(latest.read_text())["run_key"] if latest.exists() else None,
+            events=asset_events(),
+            images=current,
+        )
 
+    run(20, conf)
     replaced = change_images(images, tmp_path)
-    second = night(dag, 21, conf)
+    run(21, conf)
+    run(22, conf)
+    (images / "Training" / "Kiwi" / "broken.jpg").write_bytes(b"not a jpeg")
+    run(23, conf | {"max_error_share": 0.0})
+    (images / "Training" / "Kiwi" / "broken.jpg").unlink()
+    run(24, conf | {"full_refresh": True})  # the images and params of night 21, the last good run
+    run(25, conf | {"engine": "tensorflow"})
+    return Nights(images, results, replaced, nights)
+
+
+def test_nightly_runs_featurise_only_what_changed_and_skip_when_nothing_did(nights):
+    results, replaced = nights.results, nights.replaced
+    first = nights.nights[20]
+    assert first.state == "success"
+    assert first.latest == run_key(20)
+
+    second = nights.nights[21]
     assert second.state == "success"
     metrics = featurize_metrics(results, 21)
     assert metrics["model_rows"] == 25  # the job's own counter of rows through the network
-    assert (metrics["new"], metrics["changed"], metrics["removed"], metrics["reused"]) == (20, 5, 10, 1985)
-    current = {f"file:{path}" for path in images.rglob("*.jpg")}
+    assert (metrics["new"], metrics["changed"], metrics["removed"], metrics["reused"]) == (20, 5, 10, 185)
+    current = second.images
     before, after = features_by_path(results, 20), features_by_path(results, 21)
-    assert set(after) == current and len(current) == 2010
+    assert set(after) == current and len(current) == 210
     for path in (current & set(before)) - replaced:
         assert after[path] == before[path]  # carried over bit for bit
     assert all(after[path] != before[path] for path in replaced)
     csv = pd.read_csv(results / run_key(21) / "pca_features.csv")
-    assert set(csv["path"]) == current and len(csv) == 2010
+    assert set(csv["path"]) == current and len(csv) == 210
     report = json.loads((results / run_key(21) / "report.json").read_text())
     assert (report["previous_run"], report["counts"]["through_network"]) == (run_key(20), 25)
-    events = asset_events()
+    events = second.events
     assert [event["run"] for event in events[-2:]] == [run_key(20), run_key(21)]
     assert events[-1] == {
         "run": run_key(21), "csv": str(results / run_key(21) / "pca_features.csv"),
         "features": str(results / run_key(21) / "features"), "k": report["pca"]["k"],
-        "images": 2010, "new": 20, "changed": 5, "removed": 10, "reused": 1985, "errors": 0,
+        "images": 210, "new": 20, "changed": 5, "removed": 10, "reused": 185, "errors": 0,
     }  # fmt: skip
 
-    third = night(dag, 22, conf)
-    states = {ti.task_id: ti.state for ti in third.get_task_instances()}
+    third = nights.nights[22]
     assert third.state == "success"
-    assert states == {"validate_params": "success", "find_changes": "success", "write_report": "success",
-                      **dict.fromkeys(STEPS, "skipped")}  # fmt: skip
+    assert third.tasks == {"validate_params": "success", "find_changes": "success", "write_report": "success",
+                           **dict.fromkeys(STEPS, "skipped")}  # fmt: skip
     report = json.loads((results / run_key(22) / "report.json").read_text())
     assert (report["status"], report["unchanged_since"]) == ("unchanged", run_key(21))
     assert not (results / run_key(22) / "metrics").exists()  # no Spark job ran
-    assert json.loads((results / "latest.json").read_text())["run_key"] == run_key(21)
-    assert len(asset_events()) == len(events)  # no event for a run that computed nothing
+    assert third.latest == run_key(21)
+    assert len(third.events) == len(events)  # no event for a run that computed nothing
 
-    (images / "Training" / "Kiwi" / "broken.jpg").write_bytes(b"not a jpeg")
-    failed = night(dag, 23, conf | {"max_error_share": 0.0})
+    failed = nights.nights[23]
     assert failed.state == "failed"
     assert featurize_metrics(results, 23)["model_rows"] == 1  # only the new file
-    assert json.loads((results / "latest.json").read_text())["run_key"] == run_key(21)  # not moved
+    assert failed.latest == run_key(21)  # not moved
 
-    (images / "Training" / "Kiwi" / "broken.jpg").unlink()
-    other_engine = night(dag, 24, conf | {"engine": "tensorflow"})
+    other_engine = nights.nights[25]
     assert other_engine.state == "success"
-    metrics = featurize_metrics(results, 24)
-    assert (metrics["model_rows"], metrics["reused"]) == (2010, 0)  # other features: all computed again
+    metrics = featurize_metrics(results, 25)
+    assert (metrics["model_rows"], metrics["reused"]) == (210, 0)  # other features: all computed again
 
 
-def test_full_refresh_computes_everything_even_when_nothing_changed(load_dag, airflow_db, tmp_path, fruit_images):
-    results = tmp_path / "results"
-    dag = load_dag("local")
-    conf = {"images_uri": str(fruit_images), "results_uri": str(results), "weights": "random"}
-    assert night(dag, 20, conf).state == "success"
-    refreshed = night(dag, 21, conf | {"full_refresh": True})
+def test_full_refresh_computes_everything_even_when_nothing_changed(nights):
+    results = nights.results
+    refreshed = nights.nights[24]
+    # The images and params of the last good run (night 21): without full_refresh, a skipped night.
+    assert (refreshed.images, nights.nights[23].latest) == (nights.nights[21].images, run_key(21))
     assert refreshed.state == "success"
-    metrics = featurize_metrics(results, 21)
-    assert (metrics["model_rows"], metrics["reused"]) == (30, 0)
-    assert json.loads((results / "latest.json").read_text())["run_key"] == run_key(21)
+    metrics = featurize_metrics(results, 24)
+    assert (metrics["model_rows"], metrics["reused"]) == (210, 0)
+    assert refreshed.latest == run_key(24)

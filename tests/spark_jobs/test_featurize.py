@@ -14,6 +14,7 @@ from PIL import Image
 from fruitflow import featurize
 from fruitflow.featurize import featurize_contents
 from fruitflow.model import FEATURE_DIM
+from fruitflow.onnx_model import OnnxFeatureExtractor
 from fruitflow.sample_images import FRUITS
 
 
@@ -64,13 +65,7 @@ def run_featurize(folder: Path, out: Path, *extra: str) -> int:
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def featurised(spark, fruit_images, tmp_path_factory):
-    out = tmp_path_factory.mktemp("featurised")
-    assert run_featurize(fruit_images, out, "--batch-size", "8", "--partitions", "3") == 0
-    return out
-
-
+@pytest.mark.spark
 def test_every_image_gets_a_1280_float_embedding_and_its_label(spark, featurised, fruit_images):
     table = spark.read.parquet(str(featurised / "features"))
     assert dict(table.dtypes) == {
@@ -88,6 +83,7 @@ def test_every_image_gets_a_1280_float_embedding_and_its_label(spark, featurised
     assert spark.read.parquet(str(featurised / "errors")).count() == 0
 
 
+@pytest.mark.spark
 def test_the_network_runs_once_per_image_and_the_summary_says_so(featurised):
     metrics = json.loads((featurised / "metrics" / "featurize.json").read_text())
     assert metrics["images"] == metrics["featurised"] == 30
@@ -115,31 +111,36 @@ def odd_modes_folder(tmp_path_factory, fruit_images) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("engine", ["onnx", "tensorflow"])
-def test_both_engines_equal_an_in_process_keras_predict(spark, odd_modes_folder, tmp_path, engine):
+@pytest.fixture(scope="module")
+def keras_features(odd_modes_folder) -> dict[str, np.ndarray]:
     """The reference: Keras' own MobileNetV2 and preprocessing, as in the reference notebook, on
-    the same decoded pixels; within 1e-4 of the largest feature."""
+    the same decoded pixels; each image's features by its URI."""
     import keras
     from keras.applications.mobilenet_v2 import preprocess_input
 
     from fruitflow.images import decode_image
     from fruitflow.model import RANDOM_WEIGHTS_SEED
 
+    keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)
+    full = keras.applications.MobileNetV2(weights=None, include_top=True, input_shape=(224, 224, 3))
+    reference = keras.Model(full.inputs, full.layers[-2].output)
+    paths = sorted((odd_modes_folder / "Mixed").iterdir())
+    pixels = np.stack([keras.utils.img_to_array(decode_image(path.read_bytes()).resize((224, 224))) for path in paths])
+    expected = reference.predict(preprocess_input(pixels), verbose=0)
+    return {f"file:{path}": vector for path, vector in zip(paths, expected, strict=True)}
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("engine", ["onnx", "tensorflow"])
+def test_both_engines_equal_an_in_process_keras_predict(spark, odd_modes_folder, keras_features, tmp_path, engine):
+    """Both engines' features are Keras' (keras_features) within 1e-4 of the largest feature."""
     assert run_featurize(odd_modes_folder, tmp_path, "--engine", engine) == 0
     metrics = json.loads((tmp_path / "metrics" / "featurize.json").read_text())
     assert (metrics["engine"], metrics["featurised"], metrics["errors"]) == (engine, 7, 0)
 
-    keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)
-    full = keras.applications.MobileNetV2(weights=None, include_top=True, input_shape=(224, 224, 3))
-    reference = keras.Model(full.inputs, full.layers[-2].output)
     rows = spark.read.parquet(str(tmp_path / "features")).orderBy("path").collect()
-    pixels = np.stack(
-        [
-            keras.utils.img_to_array(decode_image(Path(row.path.removeprefix("file:")).read_bytes()).resize((224, 224)))
-            for row in rows
-        ]
-    )
-    expected = reference.predict(preprocess_input(pixels), verbose=0)
+    assert sorted(row.path for row in rows) == sorted(keras_features)
+    expected = np.stack([keras_features[row.path] for row in rows])
     actual = np.array([row.features for row in rows])
 
     scale = np.abs(expected).max()
@@ -149,24 +150,41 @@ def test_both_engines_equal_an_in_process_keras_predict(spark, odd_modes_folder,
     assert np.abs(expected[0] - expected[1]).max() > 1e-3 * scale
 
 
-def test_model_cache_on_a_hadoop_uri_serves_the_next_run(spark, fruit_images, tmp_path, job_log):
+@pytest.mark.spark
+def test_model_cache_on_a_hadoop_uri_serves_the_next_run(
+    spark, fruit_images, tmp_path, job_log, featurised, model_cache
+):
+    images = tmp_path / "images"  # a class of the samples: the cache holds one model whatever the images
+    shutil.copytree(fruit_images / "Training" / "Lemon", images / "Lemon")
     cache = f"file://{tmp_path / 'results' / '_models'}"
-    assert run_featurize(fruit_images, tmp_path / "cold", "--model-cache", cache) == 0
+    assert run_featurize(images, tmp_path / "cold", "--model-cache", cache) == 0
     assert "model cache: stored" in job_log.text
     job_log.clear()
-    assert run_featurize(fruit_images, tmp_path / "warm", "--model-cache", cache) == 0
+    assert run_featurize(images, tmp_path / "warm", "--model-cache", cache) == 0
     assert "model cache: using" in job_log.text and "converted MobileNetV2" not in job_log.text
     assert sorted(path.suffix for path in (tmp_path / "results" / "_models").iterdir()) == [".json", ".onnx"]
     cold, warm = (
         {row.path: row.features for row in spark.read.parquet(str(tmp_path / run / "features")).collect()}
         for run in ("cold", "warm")
     )
-    assert cold == warm
+    assert cold == warm and len(cold) == 3
+    # Converted afresh: the same network as the shared cache's conversion of the same weights (the
+    # featurised fixture's), as a rebuilt cache entry must be.
+    (fresh,) = (tmp_path / "results" / "_models").glob("*.onnx")
+    shared = Path(model_cache.removeprefix("file://")) / fresh.name
+    pixels = np.random.default_rng(3).uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
+    expected = OnnxFeatureExtractor(shared.read_bytes(), threads=1)(pixels)
+    assert np.allclose(
+        OnnxFeatureExtractor(fresh.read_bytes(), threads=1)(pixels),
+        expected,
+        rtol=0,
+        atol=1e-6 * np.abs(expected).max(),
+    )
 
 
-def test_progress_lines_reach_the_job_log(fruit_images, tmp_path, job_log):
-    assert run_featurize(fruit_images, tmp_path) == 0
-    assert "featurize progress: 30/30 images (100%)" in job_log.text
+@pytest.mark.spark
+def test_progress_lines_reach_the_job_log(featurised):
+    assert "featurize progress: 30/30 images (100%)" in (featurised / "job.log").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -199,9 +217,10 @@ def mixed_folder(tmp_path_factory, fruit_images, bomb_png) -> tuple[Path, dict[s
     return folder, outcomes
 
 
-def test_mixed_folder_loses_no_file(spark, mixed_folder, tmp_path):
+@pytest.mark.spark
+def test_mixed_folder_loses_no_file(spark, mixed_folder, tmp_path, model_cache):
     folder, outcomes = mixed_folder
-    assert run_featurize(folder, tmp_path) == 0
+    assert run_featurize(folder, tmp_path, "--model-cache", model_cache) == 0
     features = {row.path: row for row in spark.read.parquet(str(tmp_path / "features")).collect()}
     errors = {row.path: row for row in spark.read.parquet(str(tmp_path / "errors")).collect()}
 
@@ -223,19 +242,22 @@ def test_mixed_folder_loses_no_file(spark, mixed_folder, tmp_path):
     assert (metrics["images"], metrics["featurised"], metrics["errors"]) == (len(matched), 5, 4)
 
 
-def test_rerun_replaces_the_previous_outputs(spark, fruit_images, tmp_path):
+@pytest.mark.spark
+def test_rerun_replaces_the_previous_outputs(spark, fruit_images, tmp_path, model_cache):
     few = tmp_path / "few"
     shutil.copytree(fruit_images / "Training" / "Lemon", few / "Lemon")
-    assert run_featurize(fruit_images, tmp_path / "out") == 0
-    assert run_featurize(few, tmp_path / "out") == 0
+    assert run_featurize(fruit_images, tmp_path / "out", "--model-cache", model_cache) == 0
+    assert run_featurize(few, tmp_path / "out", "--model-cache", model_cache) == 0
     assert spark.read.parquet(str(tmp_path / "out" / "features")).count() == 3
 
 
+@pytest.mark.spark
 def test_missing_folder_is_a_readable_error(spark, tmp_path, capsys):
     assert run_featurize(tmp_path / "nowhere", tmp_path / "out") == 1
     assert f"featurize: error: images folder {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.spark
 def test_folder_without_images_is_a_readable_error(spark, tmp_path, capsys):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "readme.txt").write_text("no pictures here")
@@ -252,6 +274,7 @@ def test_bad_numbers_exit_with_usage(bad, tmp_path, capsys):
     assert "usage: featurize.py" in capsys.readouterr().err
 
 
+@pytest.mark.spark
 def test_weights_that_are_not_a_keras_file_are_refused(spark, fruit_images, tmp_path, capsys):
     weights = tmp_path / "weights.bin"
     weights.write_bytes(b"nope")
@@ -263,22 +286,34 @@ def test_weights_that_are_not_a_keras_file_are_refused(spark, fruit_images, tmp_
     assert "must be 'imagenet', 'random' or a Keras weights file ending in .h5" in capsys.readouterr().err
 
 
-@pytest.fixture
-def first_run(spark, fruit_images, tmp_path) -> tuple[Path, Path]:
+def featurise_first_run(fruit_images: Path, folder: Path, model_cache: str) -> tuple[Path, Path]:
     """A copy of the sample images with one undecodable file, featurised once: (images, outputs)."""
-    images = tmp_path / "images"
+    images = folder / "images"
     shutil.copytree(fruit_images / "Training", images)
     (images / "Kiwi" / "truncated.jpg").write_bytes((images / "Kiwi" / "0_100.jpg").read_bytes()[:300])
-    assert run_featurize(images, tmp_path / "first") == 0
-    return images, tmp_path / "first"
+    assert run_featurize(images, folder / "first", "--model-cache", model_cache) == 0
+    return images, folder / "first"
+
+
+@pytest.fixture
+def first_run(spark, fruit_images, tmp_path, model_cache) -> tuple[Path, Path]:
+    """A first run whose images the test may change."""
+    return featurise_first_run(fruit_images, tmp_path, model_cache)
+
+
+@pytest.fixture(scope="module")
+def shared_first_run(spark, fruit_images, tmp_path_factory, model_cache) -> tuple[Path, Path]:
+    """A first run for the tests that change neither its images nor its outputs."""
+    return featurise_first_run(fruit_images, tmp_path_factory.mktemp("first-run"), model_cache)
 
 
 def rows_by_path(spark, folder: Path) -> dict:
     return {row.path: row for row in spark.read.parquet(str(folder)).collect()}
 
 
+@pytest.mark.spark
 def test_unchanged_images_keep_their_rows_and_only_new_or_changed_ones_are_featurised(
-    spark, first_run, fruit_images, tmp_path, job_log
+    spark, first_run, fruit_images, tmp_path, job_log, model_cache
 ):
     images, first = first_run
     sources = sorted((fruit_images / "Training" / "Banana").glob("*.jpg"))
@@ -290,7 +325,7 @@ def test_unchanged_images_keep_their_rows_and_only_new_or_changed_ones_are_featu
     removed.unlink()  # removed: 1
 
     previous = ["--previous-features", str(first / "features"), "--previous-errors", str(first / "errors")]
-    assert run_featurize(images, tmp_path / "second", *previous) == 0
+    assert run_featurize(images, tmp_path / "second", "--model-cache", model_cache, *previous) == 0
 
     metrics = json.loads((tmp_path / "second" / "metrics" / "featurize.json").read_text())
     current = 30 + 1 + 2 - 1  # the samples, the truncated file, new, removed
@@ -318,8 +353,9 @@ def test_unchanged_images_keep_their_rows_and_only_new_or_changed_ones_are_featu
     assert json.loads((tmp_path / "second" / "features" / "_model.json").read_text())["engine"] == "onnx"
 
 
-def test_features_of_another_engine_are_computed_again_and_the_log_says_why(spark, first_run, tmp_path, job_log):
-    images, first = first_run
+@pytest.mark.spark
+def test_features_of_another_engine_are_computed_again_and_the_log_says_why(spark, shared_first_run, tmp_path, job_log):
+    images, first = shared_first_run
     previous = ["--previous-features", str(first / "features"), "--previous-errors", str(first / "errors")]
     assert run_featurize(images, tmp_path / "tf", "--engine", "tensorflow", *previous) == 0
     metrics = json.loads((tmp_path / "tf" / "metrics" / "featurize.json").read_text())
@@ -329,27 +365,32 @@ def test_features_of_another_engine_are_computed_again_and_the_log_says_why(spar
     )
 
 
-def test_outputs_without_a_model_identity_are_not_trusted(spark, first_run, tmp_path, job_log):
-    images, first = first_run
+@pytest.mark.spark
+def test_outputs_without_a_model_identity_are_not_trusted(spark, shared_first_run, tmp_path, job_log, model_cache):
+    images, shared = shared_first_run
+    first = tmp_path / "first"
+    shutil.copytree(shared, first)  # the rows name the images, wherever the outputs are
     (first / "features" / "_model.json").unlink()  # as written before change detection existed
     previous = ["--previous-features", str(first / "features"), "--previous-errors", str(first / "errors")]
-    assert run_featurize(images, tmp_path / "again", *previous) == 0
+    assert run_featurize(images, tmp_path / "again", "--model-cache", model_cache, *previous) == 0
     metrics = json.loads((tmp_path / "again" / "metrics" / "featurize.json").read_text())
     assert (metrics["reused"], metrics["model_rows"]) == (0, 31)
     assert "previous outputs unusable" in job_log.text
 
 
+@pytest.mark.spark
 def test_previous_outputs_come_in_pairs(fruit_images, tmp_path, capsys):
     assert run_featurize(fruit_images, tmp_path, "--previous-features", str(tmp_path / "features")) == 1
     assert "give --previous-features and --previous-errors together" in capsys.readouterr().err
 
 
-def test_features_of_other_weights_are_computed_again(spark, first_run, tmp_path, job_log):
+@pytest.mark.spark
+def test_features_of_other_weights_are_computed_again(spark, shared_first_run, tmp_path, job_log):
     import keras
 
     from fruitflow.model import build_classifier
 
-    images, first = first_run
+    images, first = shared_first_run
     keras.utils.set_random_seed(99)
     weights = tmp_path / "other.weights.h5"
     build_classifier().save_weights(str(weights))

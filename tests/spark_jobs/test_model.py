@@ -36,17 +36,19 @@ def test_extractor_outputs_1280_features_per_image(random_weights):
     assert extract(pixels[:1]).shape == (1, FEATURE_DIM)  # another batch size, same traced function
 
 
-def trained_like_weights(seed: int):
-    """A full model whose weights differ from the random option's, standing in for ImageNet's."""
+@pytest.fixture(scope="module")
+def trained_like_weights():
+    """A full model whose weights differ from the random option's, standing in for ImageNet's,
+    and its extractor's weights. The tests only save it."""
     import keras
 
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(99)
     full = build_classifier()
     return full, build_feature_extractor(full).get_weights()
 
 
-def test_keras_v3_weights_file_loads(tmp_path, random_weights):
-    full, expected = trained_like_weights(99)
+def test_keras_v3_weights_file_loads(tmp_path, random_weights, trained_like_weights):
+    full, expected = trained_like_weights
     path = tmp_path / "mine.weights.h5"
     full.save_weights(path)
     loaded = resolve_weights(str(path), local_copy)
@@ -54,12 +56,12 @@ def test_keras_v3_weights_file_loads(tmp_path, random_weights):
     assert not all(np.array_equal(a, b) for a, b in zip(loaded, random_weights, strict=True))
 
 
-def test_legacy_keras_applications_h5_loads_with_or_without_top(tmp_path):
+def test_legacy_keras_applications_h5_loads_with_or_without_top(tmp_path, trained_like_weights):
     """The files published for keras.applications are legacy HDF5 weights, with or without the classifier."""
     import keras
     from keras.src.legacy.saving import legacy_h5_format
 
-    full, expected = trained_like_weights(7)
+    full, expected = trained_like_weights
     with_top = tmp_path / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
     with h5py.File(with_top, "w") as handle:
         legacy_h5_format.save_weights_to_hdf5_group(handle, full)
@@ -105,8 +107,8 @@ def test_failed_imagenet_download_says_what_to_do(monkeypatch):
     assert "'random'" in message and "Network is unreachable" in message
 
 
-def test_a_file_missing_some_layers_is_refused_not_half_loaded(tmp_path):
-    full, _ = trained_like_weights(3)
+def test_a_file_missing_some_layers_is_refused_not_half_loaded(tmp_path, trained_like_weights):
+    full, _ = trained_like_weights
     path = tmp_path / "partial.weights.h5"
     full.save_weights(path)
     with h5py.File(path, "a") as handle:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from fruitflow import export_csv, featurize, pca
+from fruitflow import export_csv, pca
 from fruitflow.model import FEATURE_DIM
 
 
@@ -20,12 +21,10 @@ def pca_outputs(folder: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def run_folder(spark, fruit_images, tmp_path_factory) -> Path:
+def run_folder(spark, featurised, tmp_path_factory) -> Path:
+    """A run folder: the sample images' features (the featurise job's, shared), then PCA and CSV."""
     out = tmp_path_factory.mktemp("run")
-    assert featurize.main(
-        ["--images", str(fruit_images), "--output", str(out / "features"), "--errors", str(out / "errors"),
-         "--weights", "random"]
-    ) == 0  # fmt: skip
+    shutil.copytree(featurised / "features", out / "features")
     assert pca.main(["--features", str(out / "features"), *pca_outputs(out), "--variance", "0.9",
                      "--metrics", str(out / "metrics" / "pca.json")]) == 0  # fmt: skip
     assert export_csv.main(["--pca", str(out / "pca"), "--output", str(out / "pca_features.csv"),
@@ -33,6 +32,7 @@ def run_folder(spark, fruit_images, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.spark
 def test_pca_keeps_the_smallest_k_reaching_the_variance(spark, run_folder):
     report = json.loads((run_folder / "explained_variance.json").read_text())
     k = report["k"]
@@ -52,6 +52,7 @@ def test_pca_keeps_the_smallest_k_reaching_the_variance(spark, run_folder):
     assert json.loads((run_folder / "metrics" / "pca.json").read_text())["k"] == k
 
 
+@pytest.mark.spark
 def test_pca_scores_match_numpy_on_the_same_features(spark, run_folder):
     features = spark.read.parquet(str(run_folder / "features")).orderBy("path").toPandas()
     scores = spark.read.parquet(str(run_folder / "pca")).orderBy("path").toPandas()
@@ -66,6 +67,7 @@ def test_pca_scores_match_numpy_on_the_same_features(spark, run_folder):
     np.testing.assert_allclose(got.var(axis=0, ddof=1), expected_variance, rtol=1e-3)
 
 
+@pytest.mark.spark
 def test_plot_is_a_png_beside_the_pca_output(run_folder):
     png = (run_folder / "explained_variance.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
@@ -74,6 +76,7 @@ def test_plot_is_a_png_beside_the_pca_output(run_folder):
     assert {p.suffix for p in (run_folder / "pca").iterdir() if not p.name.startswith((".", "_"))} == {".parquet"}
 
 
+@pytest.mark.spark
 def test_csv_is_one_file_with_one_numeric_column_per_component(run_folder):
     csv = run_folder / "pca_features.csv"
     assert csv.is_file()
@@ -87,6 +90,7 @@ def test_csv_is_one_file_with_one_numeric_column_per_component(run_folder):
     assert json.loads((run_folder / "metrics" / "export_csv.json").read_text())["rows"] == 30
 
 
+@pytest.mark.spark
 def test_csv_values_equal_the_pca_parquet(spark, run_folder):
     frame = pd.read_csv(run_folder / "pca_features.csv").set_index("path")
     for row in spark.read.parquet(str(run_folder / "pca")).collect():
@@ -101,6 +105,7 @@ def write_features(spark, folder: Path, paths: list[str], dims: int = FEATURE_DI
     return str(folder)
 
 
+@pytest.mark.spark
 def test_csv_quotes_awkward_names_so_pandas_reads_them_back(spark, tmp_path):
     awkward = ['s3://b/Apple, "Red"/x.jpg', "s3://b/Kiwi/plain.jpg", "s3://b/Pêche/é, è.jpg"]
     features = write_features(spark, tmp_path / "features", awkward)
@@ -111,6 +116,7 @@ def test_csv_quotes_awkward_names_so_pandas_reads_them_back(spark, tmp_path):
     assert set(frame["label"]) == {'Apple, "Red"', "Kiwi", "Pêche"}
 
 
+@pytest.mark.spark
 def test_fewer_images_than_dimensions_work(spark, tmp_path):
     features = write_features(spark, tmp_path / "features", [f"s3://b/C{i % 2}/{i}.jpg" for i in range(5)])
     assert pca.main(["--features", features, *pca_outputs(tmp_path), "--variance", "1.0"]) == 0
@@ -118,6 +124,7 @@ def test_fewer_images_than_dimensions_work(spark, tmp_path):
     assert report["k"] == 4 and len(report["explained_variance_ratio"]) == 4
 
 
+@pytest.mark.spark
 def test_one_image_is_refused_with_a_message(spark, tmp_path, capsys):
     features = write_features(spark, tmp_path / "features", ["s3://b/A/only.jpg"])
     assert pca.main(["--features", features, *pca_outputs(tmp_path)]) == 1
@@ -125,6 +132,7 @@ def test_one_image_is_refused_with_a_message(spark, tmp_path, capsys):
     assert not (tmp_path / "pca").exists()
 
 
+@pytest.mark.spark
 def test_missing_features_are_refused_with_a_message(spark, tmp_path, capsys):
     assert pca.main(["--features", str(tmp_path / "none"), *pca_outputs(tmp_path)]) == 1
     assert "run featurize first" in capsys.readouterr().err
@@ -138,6 +146,7 @@ def test_variance_outside_zero_one_exits_with_usage(variance, tmp_path, capsys):
     assert "--variance" in capsys.readouterr().err
 
 
+@pytest.mark.spark
 def test_export_refuses_a_folder_that_is_not_a_pca_output(spark, tmp_path, capsys):
     features = write_features(spark, tmp_path / "features", ["s3://b/A/1.jpg", "s3://b/A/2.jpg"])
     assert export_csv.main(["--pca", features, "--output", str(tmp_path / "x.csv")]) == 1
@@ -145,6 +154,7 @@ def test_export_refuses_a_folder_that_is_not_a_pca_output(spark, tmp_path, capsy
     assert not (tmp_path / "x.csv").exists()
 
 
+@pytest.mark.spark
 def test_vectors_of_unequal_length_are_refused(spark, tmp_path, capsys):
     rows = [
         ("s3://b/A/1.jpg", "A", [1.0, 2.0, 3.0]),
