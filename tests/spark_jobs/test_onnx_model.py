@@ -38,22 +38,20 @@ def converted(tmp_path_factory) -> tuple[Path, bytes]:
     return folder, onnx_model("random", None, local_cache(folder))
 
 
-@pytest.fixture(scope="module")
-def random_weights() -> list[np.ndarray]:
-    from fruitflow.model import resolve_weights
-
-    return resolve_weights("random", None)
+RANDOM_WEIGHTS = object()  # what resolving the random weights gives, while conversions are answered
 
 
 @pytest.fixture
-def conversions(converted, random_weights, monkeypatch) -> list[list[np.ndarray]]:
+def conversions(converted, monkeypatch) -> list:
     """Converting the random weights answered with ``converted``'s model, which that conversion
     made; the weights of each conversion asked for. (A second conversion of the same weights
     gives the same network: test_featurize.py's model cache test converts again and compares.)"""
     from fruitflow import model as keras_model
 
     calls = []
-    monkeypatch.setattr(keras_model, "resolve_weights", lambda spec, fetch: random_weights)
+    monkeypatch.setattr(
+        keras_model, "resolve_weights", lambda spec, fetch: RANDOM_WEIGHTS if spec == "random" else None
+    )
     monkeypatch.setattr(engine, "convert_to_onnx", lambda weights: calls.append(weights) or converted[1])
     return calls
 
@@ -91,9 +89,7 @@ def test_warm_cache_returns_the_stored_model_without_converting(converted, monke
         pytest.param(lambda model, manifest: manifest.unlink(), id="partial-write"),
     ],
 )
-def test_a_damaged_entry_is_rebuilt_and_logged_never_used(
-    converted, conversions, random_weights, tmp_path, damage, job_log
-):
+def test_a_damaged_entry_is_rebuilt_and_logged_never_used(converted, conversions, tmp_path, damage, job_log):
     source, model = converted
     folder = tmp_path / "models"
     shutil.copytree(source, folder)
@@ -109,16 +105,16 @@ def test_a_damaged_entry_is_rebuilt_and_logged_never_used(
     )
     assert model_file.read_bytes() == rebuilt  # repaired for the next run
     assert json.loads(manifest_file.read_text())["bytes"] == len(rebuilt)
-    assert conversions == [random_weights]  # converted once, from the random weights
+    assert conversions == [RANDOM_WEIGHTS]  # converted once, from the random weights
 
 
-def test_a_cache_that_cannot_be_written_costs_a_conversion_not_the_run(conversions, random_weights, tmp_path, job_log):
+def test_a_cache_that_cannot_be_written_costs_a_conversion_not_the_run(conversions, tmp_path, job_log):
     def refuse(uri: str, data: bytes) -> None:
         raise PermissionError(f"Access Denied: {uri}")
 
     cache = ModelCache(lambda uri: Path(uri).read_bytes(), refuse, str(tmp_path / "nowhere"))
     model = onnx_model("random", None, cache)
-    assert len(model) > 5_000_000 and conversions == [random_weights]
+    assert len(model) > 5_000_000 and conversions == [RANDOM_WEIGHTS]
     assert "could not store" in job_log.text and "Access Denied" in job_log.text
 
 
