@@ -14,9 +14,11 @@ Steps end as EMR reports them: COMPLETED on exit 0; otherwise FAILED with Failur
 the driver's last error line and the log file, and the steps after it CANCELLED (CANCEL_AND_WAIT)
 or the cluster terminated (TERMINATE_CLUSTER). Each step's controller, stdout and stderr go
 gzipped under the cluster's LogUri in EMR's layout (``<log uri>/<cluster id>/steps/<step id>/``).
-At RunJobFlow, the bootstrap actions are checked to resolve: the script, the S3 URIs among its
-arguments and the files it copies from them exist; a cluster whose bootstrap cannot resolve ends
-TERMINATED_WITH_ERRORS (BOOTSTRAP_FAILURE), as on EMR.
+When the cluster starts (with its first step: a real one is still starting then), its bootstrap
+actions are checked to resolve: the script, the S3 URIs among its arguments and the files it
+copies from them exist; a cluster whose bootstrap cannot resolve ends TERMINATED_WITH_ERRORS
+(BOOTSTRAP_FAILURE) with its steps cancelled, as on EMR. With ``run_bootstrap`` the actions also
+run for real, into a throwaway venv.
 
 This is a rehearsal, not EMR: no YARN, IAM, network, instance capacity or EMRFS (README,
 "EMR rehearsal").
@@ -50,10 +52,8 @@ log = logging.getLogger("fruitflow.rehearsal")
 
 LOCAL_MASTER = "local[*]"
 BOOTSTRAP_FAILURE = "BOOTSTRAP_FAILURE"  # the StateChangeReason code of a cluster whose bootstrap failed
-BOOTSTRAP_NODE = "i-rehearsal"
-STILL_WAITING = (
-    object()
-)  # no step yet when the cluster finished starting  # the one node that plays the primary and every core node
+BOOTSTRAP_NODE = "i-rehearsal"  # the one node that plays the primary and every core node
+STILL_WAITING = object()  # no step yet when the cluster finished starting
 # Settings that only mean something to executors on a cluster manager: local mode runs every
 # task in the driver's JVM and ignores them.
 IGNORED_IN_LOCAL_MODE = ("spark.executor.", "spark.dynamicAllocation.", "spark.yarn.", "spark.shuffle.service.")
@@ -375,10 +375,9 @@ class RehearsalCluster:
             self.after_failure(cluster, step)
 
     def after_failure(self, cluster, step) -> None:
-        later = [other for other in cluster.steps if other.state == "PENDING"]
         if step.action_on_failure == "CONTINUE":
             return
-        for other in later:
+        for other in [other for other in cluster.steps if other.state == "PENDING"]:
             settle(other, "CANCELLED", reason=f"step {step.name} failed")
         if step.action_on_failure in ("TERMINATE_CLUSTER", "TERMINATE_JOB_FLOW"):
             cluster.terminate()
@@ -450,13 +449,15 @@ class RehearsalCluster:
 
     # Mirror
 
-    def pull(self) -> list[str]:
+    def pull(self) -> None:
         s3 = self.client("s3")
         for bucket in s3.list_buckets()["Buckets"]:
             self.mirrors.setdefault(bucket["Name"], BucketMirror(s3, bucket["Name"], self.mirror_root))
-        lines = [f"mirrored s3://{bucket} in: {mirror.pull().describe()}" for bucket, mirror in self.mirrors.items()]
-        log.info("; ".join(lines))
-        return lines
+        log.info(
+            "; ".join(
+                f"mirrored s3://{bucket} in: {mirror.pull().describe()}" for bucket, mirror in self.mirrors.items()
+            )
+        )
 
     def push(self) -> list[str]:
         return [f"mirrored s3://{bucket} back: {mirror.push().describe()}" for bucket, mirror in self.mirrors.items()]

@@ -20,6 +20,7 @@ import pytest
 
 from fruitflow.contract import ExplainedVariance, ExportCsvMetrics, FeaturesIdentity, FeaturizeMetrics, PcaMetrics
 from fruitflow_pipeline.steps import PIPELINE
+from rehearsal.buckets import create_bucket
 
 BUCKET = "fruits"
 CONF = {"images_uri": f"s3://{BUCKET}/images", "results_uri": f"s3://{BUCKET}/results", "weights": "random"}
@@ -105,7 +106,7 @@ class FakeEmr:
 
 def emr_dag_with_images(load_dag):
     s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": os.environ["AWS_DEFAULT_REGION"]})
+    create_bucket(s3, BUCKET, os.environ["AWS_DEFAULT_REGION"])
     for index in range(3):
         s3.put_object(Bucket=BUCKET, Key=f"images/Kiwi/{index}.jpg", Body=b"\xff\xd8 not decoded here")
     return load_dag("emr", poke_interval_seconds="0.1")
