@@ -37,14 +37,20 @@ demo: $(VENV)/.runtime-installed check-java
 
 # Three tiers of one suite (README, "Development"): `make test` runs all of them, lint first (CI);
 # `make test-fast`, the tests that start no JVM, while editing; `make test-slow`, the rare ones.
+# Two pytest workers (pytest-xdist): most of a test's time is one busy core (a JVM starting,
+# Airflow's bookkeeping, a subprocess waiting), so two keep a 2-core machine busy. Each test file
+# runs in one worker, so module-scoped fixtures (a week of nights) are built once.
+# TEST_WORKERS=0 runs in this process (a debugger, -x); more suit a bigger machine (about 3 GB each).
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 test: lint $(VENV)/.test-installed check-java
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.test-installed
-	$(BIN)/python -m pytest -m "not spark and not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not spark and not slow" $(PYTEST_ARGS)
 
 test-slow: $(VENV)/.test-installed check-java
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	$(PYTEST) -m slow $(PYTEST_ARGS)
 
 # Lint and formatting, with Airflow's AIR rules (pyproject.toml); `make format` fixes what it can.
 lint: $(VENV)/.test-installed

@@ -83,7 +83,11 @@ def main() -> int:
             upload_folder(s3, Path(os.environ["WHEELHOUSE"]), BUCKET, "wheelhouse")
             wheelhouse_uri = f"s3://{BUCKET}/wheelhouse/"
         mirror_root = data_dir / "rehearsal"
-        shutil.rmtree(mirror_root / BUCKET, ignore_errors=True)  # a new bucket: last rehearsal's copy is stale
+        # A new bucket: the last rehearsal's copy of it is stale, but for its converted models,
+        # which a deployment's bucket keeps from night to night (a warm featurize saves TensorFlow).
+        last_models = mirror_root / BUCKET / "results" / "_models"
+        kept_models = upload_folder(s3, last_models, BUCKET, "results/_models") if last_models.is_dir() else 0
+        shutil.rmtree(mirror_root / BUCKET, ignore_errors=True)
 
         airflow_home = Path(os.environ.get("AIRFLOW_HOME") or ROOT / ".airflow" / "rehearsal")
         airflow_home.mkdir(parents=True, exist_ok=True)
@@ -93,6 +97,8 @@ def main() -> int:
         log_path = airflow_home / "rehearse.log"
         print(f"Rehearsing fruits_features on the EMR target: {count} files of {images} in s3://{BUCKET}/images "
               f"(moto at {endpoint}), weights={weights}, engine={engine} (full log: {log_path})")  # fmt: skip
+        if kept_models:
+            print(f"model cache: {kept_models} file(s) kept from the last rehearsal in s3://{BUCKET}/results/_models")
         run_bootstrap = os.environ.get("REHEARSE_BOOTSTRAP") == "1"
         with RehearsalCluster(endpoint, mirror_root, run_bootstrap=run_bootstrap) as cluster:
             environment = emr_environment(airflow_home, endpoint, wheelhouse_uri)

@@ -70,6 +70,12 @@ def pytest_runtest_protocol(item, nextitem):
         _running = None
 
 
+def pytest_collection_modifyitems(items):
+    # The tests that start a JVM take most of the suite's time: they go first, so that `make test`'s
+    # workers end on the quick ones together rather than one waiting on a long test that began last.
+    items.sort(key=lambda item: item.get_closest_marker("spark") is None)
+
+
 def pytest_runtest_setup(item):
     if "spark" in item.fixturenames:
         _refuse_unmarked_spark("the spark fixture")
@@ -114,6 +120,33 @@ def fruit_images(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("fruits")
     generate_images(folder, 30, seed=7)
     return folder
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> str:
+    """A model cache (``file://`` URI) holding MobileNetV2 with the random weights, converted to
+    ONNX once per test process, for the runs whose subject is not converting: each conversion
+    costs about 20 s of TensorFlow. Converting a cold cache is tested on its own (the ONNX model's
+    tests, the featurize job's Hadoop-URI cache test, the rehearsal's first night)."""
+    from fruitflow.contract import WEIGHTS_RANDOM
+    from fruitflow.onnx_model import ModelCache, onnx_model
+
+    folder = tmp_path_factory.mktemp("models")
+    cache = ModelCache(lambda uri: Path(uri).read_bytes(), lambda uri, data: Path(uri).write_bytes(data), str(folder))
+    onnx_model(WEIGHTS_RANDOM, None, cache)
+    return f"file://{folder}"
+
+
+@pytest.fixture(scope="session")
+def seed_model_cache(model_cache):
+    """Copies ``model_cache``'s converted model into a results folder's ``_models``, the cache a
+    run of the DAG uses: that run's featurize starts warm."""
+    import shutil
+
+    def seed(results: Path) -> Path:
+        return Path(shutil.copytree(model_cache.removeprefix("file://"), results / "_models", dirs_exist_ok=True))
+
+    return seed
 
 
 @pytest.fixture(scope="session")

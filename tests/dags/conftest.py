@@ -160,14 +160,24 @@ class InProcessSparkSubmit:
         pass
 
 
+def submit_steps_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("fruitflow_pipeline.operators.SubprocessHook", InProcessSparkSubmit)
+
+
 @pytest.fixture(scope="module")
 def spark_steps_in_process(spark) -> Iterator[None]:
     """The local target's steps run in this process's Spark session, not one spark-submit (and JVM)
     each: for the tests whose subject is what a run or a week of runs does with its inputs and
-    outputs. test_local_dag.py and the demo submit the steps for real."""
+    outputs. The demo (tests/test_newcomer_commands.py) submits the steps for real."""
     with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setattr("fruitflow_pipeline.operators.SubprocessHook", InProcessSparkSubmit)
+        submit_steps_in_process(monkeypatch)
         yield
+
+
+@pytest.fixture
+def spark_steps_in_process_for_test(spark, monkeypatch) -> None:
+    """``spark_steps_in_process`` for one test."""
+    submit_steps_in_process(monkeypatch)
 
 
 def use_test_account(monkeypatch, **connection_extra) -> None:

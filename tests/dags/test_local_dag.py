@@ -1,11 +1,9 @@
-"""The local target end to end: real Airflow, real spark-submit, real TensorFlow (random weights)."""
+"""The local target end to end on a broken input: real Airflow, the steps run in this process's Spark
+session (the demo, tests/test_newcomer_commands.py, runs them with spark-submit)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,49 +13,6 @@ import pytest
 pytestmark = pytest.mark.spark
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def test_make_demo_runs_the_dag_and_reports_where_the_results_are(tmp_path):
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "FRUITFLOW", "PYSPARK"))}
-    env |= {
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "DATA_DIR": str(tmp_path / "data"),
-        "COUNT": "12",
-        "WEIGHTS": "random",
-    }
-    demo = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo.py")], env=env, capture_output=True, text=True, timeout=900
-    )
-    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
-
-    run_folder = tmp_path / "data" / "results" / datetime.now(UTC).strftime("%Y%m%dT000000Z")
-    assert "images:  12 read, 12 featurised" in demo.stdout
-    # The featurize task's log (airflow dags test prints it) has the job's progress, shown by the demo too.
-    task_log = (tmp_path / "airflow" / "demo.log").read_text()
-    assert "featurize progress: 12/12 images (100%)" in task_log
-    assert "featurize progress: 12/12 images (100%)" in demo.stdout
-    assert "featurize done: images=12 featurised=12 errors=0 model_rows=12 reused=0 new=12" in task_log
-    assert f"CSV:     {run_folder / 'pca_features.csv'}" in demo.stdout
-    assert f"plot:    {run_folder / 'explained_variance.png'}" in demo.stdout
-    for task in (
-        "validate_params",
-        "empty_run_folder",
-        "upload_code",
-        "featurize",
-        "pca",
-        "export_csv",
-        "check_outputs",
-        "write_report",
-    ):
-        assert f"  {task}\n" in demo.stdout
-
-    csv = pd.read_csv(run_folder / "pca_features.csv")
-    report = json.loads((run_folder / "report.json").read_text())
-    assert len(csv) == 12 == report["counts"]["csv_rows"]
-    assert list(csv.columns[:3]) == ["path", "label", "pc_1"] and len(csv.columns) == report["pca"]["k"] + 2
-    assert csv["label"].nunique() == 10
-    assert (run_folder / "explained_variance.png").read_bytes().startswith(b"\x89PNG")
-    assert report["status"] == "succeeded" and report["target"] == "local"
 
 
 @pytest.fixture
@@ -72,7 +27,7 @@ def broken_and_good_images(tmp_path, fruit_images) -> Path:
 
 
 def test_too_many_broken_images_fail_the_run_with_a_report_and_replace_only_its_folder(
-    load_dag, airflow_db, broken_and_good_images, tmp_path
+    load_dag, airflow_db, spark_steps_in_process_for_test, broken_and_good_images, seed_model_cache, tmp_path
 ):
     results = tmp_path / "results"
     logical_date = datetime(2026, 11, 20, 2, tzinfo=UTC)
@@ -80,6 +35,7 @@ def test_too_many_broken_images_fail_the_run_with_a_report_and_replace_only_its_
     for folder in (this_run, other_run):
         folder.mkdir(parents=True)
         (folder / "left-from-before.txt").write_text("stale")
+    seed_model_cache(results)
 
     dag = load_dag("local")
     conf = {"images_uri": str(broken_and_good_images), "results_uri": f"file://{results}", "weights": "random",

@@ -86,14 +86,16 @@ class Nights:
 
 
 @pytest.fixture(scope="module")
-def nights(load_dag_for_module, airflow_db, spark_steps_in_process, tmp_path_factory) -> Nights:
+def nights(load_dag_for_module, airflow_db, spark_steps_in_process, seed_model_cache, tmp_path_factory) -> Nights:
     """One results folder through a week: a first night, a night after changes, one without,
     one with a broken image, a full refresh of nothing changed, and one with another engine.
-    The nights share a model cache and a metadata DB, as nightly runs do; their steps run in
-    this process's Spark session (spark_steps_in_process). The tests read what each night left."""
+    The nights share a model cache (warm from the first) and a metadata DB, as nightly runs do;
+    their steps run in this process's Spark session (spark_steps_in_process). The tests read what
+    each night left."""
     tmp_path = tmp_path_factory.mktemp("nightly")
     images, results = tmp_path / "images", tmp_path / "results"
     generate_images(images, IMAGES, seed=3)
+    seed_model_cache(results)
     dag = load_dag_for_module("local")
     conf = {"images_uri": str(images), "results_uri": str(results), "weights": "random"}
     nights: dict[int, Night] = {}

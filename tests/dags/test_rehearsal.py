@@ -111,7 +111,7 @@ def rehearsal(aws_server, bucket, tmp_path):
 
 @pytest.mark.spark
 def test_three_nights_on_the_rehearsal_cluster_match_the_local_target(
-    load_dag, airflow_db, rehearsal, images, tmp_path, caplog, aws_calls
+    load_dag, airflow_db, rehearsal, images, tmp_path, caplog, aws_calls, spark_steps_in_process_for_test
 ):
     caplog.set_level("INFO", logger="fruitflow.rehearsal")
     dag = load_dag("emr", poke_interval_seconds="0.5")
@@ -144,7 +144,8 @@ def test_three_nights_on_the_rehearsal_cluster_match_the_local_target(
     assert report["counts"]["images"] == report["counts"]["csv_rows"] == 40
     assert report["counts"]["through_network"] == 40
 
-    # The local target on the same images computes the same features and CSV.
+    # The local target on the same images computes the same features and CSV (its steps in this
+    # process's Spark session: the demo's test submits them as the local target does).
     local_results = tmp_path / "local-results"
     shutil.copytree(mirror / "results" / "_models", local_results / "_models")  # the same cache key: no conversion
     local_dag = load_dag("local")
@@ -396,32 +397,3 @@ def test_the_mirror_gives_files_the_objects_times_and_puts_back_only_what_a_step
     pulled = mirror.pull()
     assert (pulled.copied, pulled.deleted) == (["images/a b.jpg"], ["images/é.jpg"])
     assert (tmp_path / BUCKET / "images" / "a b.jpg").read_bytes() == b"rewritten"
-
-
-@pytest.mark.spark
-@pytest.mark.slow
-def test_make_rehearse_runs_the_emr_target_and_says_where_the_local_copy_is(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "FRUITFLOW", "AWS"))}
-    env |= {"AIRFLOW_HOME": str(tmp_path / "airflow"), "DATA_DIR": str(tmp_path / "data"), "COUNT": "10",
-            "WEIGHTS": "random"}  # fmt: skip
-    rehearse = subprocess.run(
-        [sys.executable, "-m", "rehearsal"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
-    )
-    assert rehearse.returncode == 0, rehearse.stdout[-3000:] + rehearse.stderr[-3000:]
-
-    key = datetime.now(UTC).strftime("%Y%m%dT000000Z")
-    local_copy = tmp_path / "data" / "rehearsal" / "fruitflow-rehearsal" / "results" / key
-    assert "images:  10 read, 10 featurised" in rehearse.stdout
-    assert f"CSV:     s3://fruitflow-rehearsal/results/{key}/pca_features.csv" in rehearse.stdout
-    assert f"local copy of the run folder: {local_copy}/" in rehearse.stdout
-    rehearsal_lines = rehearse.stderr  # the rehearsal cluster logs what it ran
-    assert (
-        "spark-submit as run:" in rehearsal_lines and "ignored by local mode: spark.executor.cores=4" in rehearsal_lines
-    )
-    csv = pd.read_csv(local_copy / "pca_features.csv")
-    assert len(csv) == 10 and csv["path"].str.startswith("s3://fruitflow-rehearsal/images/Training/").all()
-    assert json.loads((local_copy / "report.json").read_text())["target"] == "emr"

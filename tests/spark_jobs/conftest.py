@@ -1,4 +1,4 @@
-"""What the Spark job tests share: one featurise run of the sample images, and one ONNX model cache."""
+"""What the Spark job tests share: one featurise run of the sample images."""
 
 from __future__ import annotations
 
@@ -6,13 +6,6 @@ import logging
 from pathlib import Path
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory) -> str:
-    """A model cache shared by the runs that do not test converting: the first one converts and
-    stores MobileNetV2, the others read it (the cache's own behaviour is tested on its own)."""
-    return f"file://{tmp_path_factory.mktemp('models')}"
 
 
 class _Lines(logging.Handler):
