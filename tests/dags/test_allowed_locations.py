@@ -485,3 +485,22 @@ def test_a_local_run_outside_the_allowed_folder_creates_no_run_folder(
     assert {ti.task_id: ti.state for ti in run.get_task_instances()}["validate_params"] == "failed"
     assert f"is not allowed: this deployment's runs read and write only under {root}/allowed" in capfd.readouterr().out
     assert not (root / "other" / "results").exists()
+
+
+def test_star_lets_a_run_go_to_any_bucket_and_its_log_says_so(load_dag, aws, airflow_db, capfd, caplog):
+    s3 = boto3.client("s3")
+    create_bucket(s3, "someone-elses", s3.meta.region_name)
+    s3.put_object(Bucket="someone-elses", Key="images/notes.txt", Body=b"not an image")
+    dag = load_dag("emr", allowed_uris="*")
+
+    with caplog.at_level(logging.WARNING, logger="fruitflow_pipeline.params"):
+        run = dag.test(run_conf=CONF | {"images_uri": "s3://someone-elses/images"})
+
+    assert run.state == "failed"  # allowed, and listed: it holds no image
+    assert "no .jpg, .jpeg, .png files under s3://someone-elses/images, 1 other file(s)" in capfd.readouterr().out
+    (warning,) = [record for record in caplog.records if record.name == "fruitflow_pipeline.params"]
+    assert (warning.levelname, warning.getMessage()) == (
+        "WARNING",
+        "FRUITFLOW_ALLOWED_URIS=*: whoever triggers a run may point it at any location the deployment's "
+        "credentials reach",
+    )
