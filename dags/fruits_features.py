@@ -32,8 +32,10 @@ it has its clusters terminated by the fruitflow cleanup listener; EMR's idle aut
 the last safety net). `local` runs the same steps with spark-submit on this machine.
 
 #### When it fails (on call)
-- **validate_params**: a param is wrong, an unknown conf key was given, or the images prefix holds
-  no image; the log names each problem. No cluster was started. Trigger again with a fixed form.
+- **validate_params**: a param is wrong, an unknown conf key was given, the images prefix holds
+  no image, or a location lies outside the ones this deployment allows (`FRUITFLOW_ALLOWED_URIS`;
+  the form's descriptions name them); the log names each problem. No cluster was started and no
+  folder claimed. Trigger again with a fixed form.
 - **empty_run_folder / upload_code / create_cluster**: AWS access (the `aws_default` connection,
   IAM roles, bucket policy). `empty_run_folder` deletes what an earlier try of this run left in its
   folder, and refuses a folder that another DAG run owns.

@@ -29,7 +29,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "spark_jobs"), str(ROOT / "plugins"), str(ROOT / "scripts")]
 
-from demo import airflow_environment, explain_failure, read_inputs, run_dag, summary, today  # noqa: E402
+from demo import (  # noqa: E402
+    airflow_environment,
+    deployment_defaults,
+    explain_failure,
+    read_inputs,
+    run_dag,
+    summary,
+    today,
+)
 
 from fruitflow_pipeline.run import run_key  # noqa: E402
 from rehearsal.buckets import create_bucket, upload_folder  # noqa: E402
@@ -92,8 +100,6 @@ def main() -> int:
         airflow_home = Path(os.environ.get("AIRFLOW_HOME") or ROOT / ".airflow" / "rehearsal")
         airflow_home.mkdir(parents=True, exist_ok=True)
         logical_date = today()
-        conf = {"images_uri": f"s3://{BUCKET}/images", "results_uri": f"s3://{BUCKET}/results",
-                "weights": weights, "engine": engine}  # fmt: skip
         log_path = airflow_home / "rehearse.log"
         print(f"Rehearsing fruits_features on the EMR target: {count} files of {images} in s3://{BUCKET}/images "
               f"(moto at {endpoint}), weights={weights}, engine={engine} (full log: {log_path})")  # fmt: skip
@@ -101,8 +107,10 @@ def main() -> int:
             print(f"model cache: {kept_models} file(s) kept from the last rehearsal in s3://{BUCKET}/results/_models")
         run_bootstrap = os.environ.get("REHEARSE_BOOTSTRAP") == "1"
         with RehearsalCluster(endpoint, mirror_root, run_bootstrap=run_bootstrap) as cluster:
-            environment = emr_environment(airflow_home, endpoint, wheelhouse_uri)
-            code = run_dag(environment, logical_date.isoformat(), conf, log_path)
+            environment = emr_environment(airflow_home, endpoint, wheelhouse_uri) | deployment_defaults(
+                f"s3://{BUCKET}/images", f"s3://{BUCKET}/results", weights
+            )
+            code = run_dag(environment, logical_date.isoformat(), {"engine": engine}, log_path)
             cluster.pull()  # what the DAG wrote after the last step (report.json, latest.json) too
 
         key = run_key(logical_date)

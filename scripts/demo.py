@@ -56,6 +56,17 @@ def airflow_environment(airflow_home: Path) -> dict[str, str]:
     }
 
 
+def deployment_defaults(images_uri: str, results_uri: str, weights: str) -> dict[str, str]:
+    """The settings of a deployment whose nightly run is this run: FRUITFLOW_ALLOWED_URIS, unset,
+    then lets runs read and write these locations and no others (README, "Deploying to AWS")."""
+    return {
+        "FRUITFLOW_IMAGES_URI": images_uri,
+        "FRUITFLOW_RESULTS_URI": results_uri,
+        "FRUITFLOW_WEIGHTS": weights,
+        "FRUITFLOW_ALLOWED_URIS": "",
+    }
+
+
 def sample_images(data_dir: Path, count: int) -> Path:
     folder = data_dir / "sample_images"
     if len(list(folder.glob("*/*/*.jpg"))) != count:
@@ -148,10 +159,10 @@ def main() -> int:
     airflow_home.mkdir(parents=True, exist_ok=True)
     results = data_dir / "results"
     logical_date = today()
-    conf = {"images_uri": str(images), "results_uri": str(results), "weights": weights, "engine": engine}
+    environment = airflow_environment(airflow_home) | deployment_defaults(str(images), str(results), weights)
     log_path = airflow_home / "demo.log"
     print(f"Running fruits_features on {images} with weights={weights}, engine={engine} (full log: {log_path})")
-    code = run_dag(airflow_environment(airflow_home), logical_date.isoformat(), conf, log_path)
+    code = run_dag(environment, logical_date.isoformat(), {"engine": engine}, log_path)
 
     run_folder = results / logical_date.strftime("%Y%m%dT%H%M%SZ")
     report_path = run_folder / "report.json"

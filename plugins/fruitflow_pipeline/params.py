@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -21,9 +22,21 @@ from fruitflow.contract import (
 from fruitflow_pipeline.cluster import ClusterShape, worker_groups
 from fruitflow_pipeline.nightly import read_latest
 from fruitflow_pipeline.run import PipelineRun
-from fruitflow_pipeline.settings import Settings, Target, weights_problem
+from fruitflow_pipeline.settings import (
+    ANYWHERE,
+    Settings,
+    Target,
+    UriError,
+    canonical_uri,
+    is_under,
+    lies_under_any,
+    resolved_location,
+    weights_problem,
+)
 from fruitflow_pipeline.sizing import INSTANCE_TYPES, ExecutorPlan, SizingError, plan_executors, python_worker_mb
-from fruitflow_pipeline.storage import Storage, local_path
+from fruitflow_pipeline.storage import Storage
+
+log = logging.getLogger(__name__)
 
 URI_PATTERNS = {
     Target.EMR: r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$",
@@ -37,16 +50,34 @@ WEIGHTS_PATTERN = rf"^({WEIGHTS_IMAGENET}|{WEIGHTS_RANDOM}|.+\.h5)$"
 INSTANCE_TYPE_PATTERN = r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"
 
 
+def allowed_locations(settings: Settings) -> str:
+    """Where the deployment lets a run read and write, in words, for the form and for refusals."""
+    if settings.allowed_uris == (ANYWHERE,):
+        return f"anywhere (FRUITFLOW_ALLOWED_URIS={ANYWHERE})"
+    return f"only under {', '.join(settings.allowed_uris)} (FRUITFLOW_ALLOWED_URIS)"
+
+
+def anywhere_warning(settings: Settings) -> str | None:
+    if settings.allowed_uris != (ANYWHERE,):
+        return None
+    return (
+        f"FRUITFLOW_ALLOWED_URIS={ANYWHERE}: whoever triggers a run may point it at any location "
+        "the deployment's credentials reach"
+    )
+
+
 def dag_params(settings: Settings) -> dict[str, Param]:
     uri_pattern, uri_hint = URI_PATTERNS[settings.target], URI_HINTS[settings.target]
+    limit = f"This deployment's runs read and write {allowed_locations(settings)}."
     params = {
         "images_uri": Param(
             settings.images_uri, type="string", pattern=uri_pattern, title="Images",
-            description=f"Folder of <class>/<image>.jpg|jpeg|png files, searched recursively: {uri_hint}.",
+            description=f"Folder of <class>/<image>.jpg|jpeg|png files, searched recursively: {uri_hint}. {limit}",
         ),
         "results_uri": Param(
             settings.results_uri, type="string", pattern=uri_pattern, title="Results",
-            description=f"Each run writes under <results>/<run key>/, replacing only that folder: {uri_hint}.",
+            description=f"Each run writes under <results>/<run key>/, replacing only that folder: {uri_hint}. "
+            f"{limit}",
         ),
         "variance": Param(
             DEFAULT_VARIANCE, type="number", exclusiveMinimum=0, maximum=1, title="Explained variance",
@@ -56,7 +87,8 @@ def dag_params(settings: Settings) -> dict[str, Param]:
             settings.weights, type="string", pattern=WEIGHTS_PATTERN, title="MobileNetV2 weights",
             description=f"'{WEIGHTS_IMAGENET}' (downloaded by the Spark driver), "
             f"'{WEIGHTS_RANDOM}' (seeded; tests only, "
-            f"meaningless features) or {uri_hint.removeprefix('an ').removeprefix('a ')} of a Keras .h5 weights file.",
+            f"meaningless features) or {uri_hint.removeprefix('an ').removeprefix('a ')} of a Keras .h5 weights file. "
+            f"{limit}",
         ),
         "engine": Param(
             DEFAULT_ENGINE, type="string", enum=list(ENGINES), title="Inference engine",
@@ -123,13 +155,21 @@ class ValidatedRun:
     executors: ExecutorPlan | None
 
 
-def _normalise(uri: str, target: Target) -> str:
-    uri = uri.strip().rstrip("/")
-    return str(local_path(uri)) if target is Target.LOCAL else uri
-
-
-def _inside(inner: str, outer: str) -> bool:
-    return inner == outer or inner.startswith(outer + "/")
+def _location(name: str, uri: str, settings: Settings) -> tuple[str | None, str | None]:
+    """``uri``, the value of param ``name``, in canonical form, or the problem that refuses it:
+    malformed, or outside the locations the deployment allows (compared where it really is)."""
+    try:
+        canonical = canonical_uri(uri, settings.target)
+    except UriError as problem:
+        return None, f"{name}: {uri} {problem}"
+    location = resolved_location(canonical, settings.target)
+    if lies_under_any(location, settings.allowed_uris):
+        return canonical, None
+    spelled = "" if location == uri else f" (that is {location})"
+    return (
+        None,
+        f"{name}: {uri}{spelled} is not allowed: this deployment's runs read and write {allowed_locations(settings)}",
+    )
 
 
 def _images_problem(storage: Storage, images: str) -> str | None:
@@ -148,27 +188,29 @@ def _images_problem(storage: Storage, images: str) -> str | None:
 
 @dataclass(frozen=True)
 class _CheckedParams:
-    images: str
-    results: str
+    images: str | None  # None: refused, never to be listed
+    results: str | None
     weights: str
-    weights_file: bool  # a well-formed weights file URI, still to be looked for
+    weights_file: bool  # an allowed, well-formed weights file URI, still to be looked for
     cluster: ClusterShape | None
     executors: ExecutorPlan | None
     problems: list[str]
 
 
 def _check_params(params: Mapping, conf: Mapping, settings: Settings) -> _CheckedParams:
-    """The checks that need nothing but the params: conf keys, URIs, weights, cluster sizing."""
+    """The checks that need nothing but the params: conf keys, URIs and where they point, weights,
+    cluster sizing. The model cache lies in results_uri (<results>/_models), so it is allowed with it."""
     target = settings.target
-    images = _normalise(params["images_uri"], target)
-    results = _normalise(params["results_uri"], target)
-    weights = params["weights"].strip()
     problems, weights_file = [], False
+    images, images_problem = _location("images_uri", params["images_uri"], settings)
+    results, results_problem = _location("results_uri", params["results_uri"], settings)
+    weights = params["weights"].strip()
     # Airflow merges unknown conf keys into the run's params: compare with the params declared.
     declared = dag_params(settings)
     if unknown := sorted(set(conf) - set(declared)):
         problems.append(f"conf: unknown key(s) {', '.join(unknown)}; the params are {', '.join(declared)}")
-    if _inside(results, images) or _inside(images, results):
+    problems += filter(None, [images_problem, results_problem])
+    if images and results and (is_under(results, images) or is_under(images, results)):
         problems.append(
             f"results_uri: {results} and images_uri {images} must not contain one another "
             "(outputs would be read back as images, or runs would delete images)"
@@ -177,7 +219,11 @@ def _check_params(params: Mapping, conf: Mapping, settings: Settings) -> _Checke
         if problem := weights_problem(weights, target):
             problems.append(f"weights: {weights} {problem}")
         else:
-            weights, weights_file = _normalise(weights, target), True
+            location, location_problem = _location("weights", weights, settings)
+            if location_problem:
+                problems.append(location_problem)
+            else:
+                weights, weights_file = location, True
     cluster = executors = None
     if target is Target.EMR:
         cluster = ClusterShape(
@@ -232,9 +278,11 @@ def validate_run(
     costs no EC2 time. Only a valid run claims its folder: ``claim_key(results_uri)`` gives
     the run key.
     """
+    if warning := anywhere_warning(settings):
+        log.warning(warning)
     checked = _check_params(params, conf, settings)
     problems = list(checked.problems)
-    if images_problem := _images_problem(storage, checked.images):
+    if checked.images and (images_problem := _images_problem(storage, checked.images)):
         problems.append(images_problem)
     if checked.weights_file and not storage.exists(checked.weights):
         problems.append(f"weights: no file at {checked.weights}")

@@ -22,7 +22,7 @@ from airflow.sdk.exceptions import ParamValidationError
 from fruitflow.contract import WEIGHTS_IMAGENET
 from fruitflow_pipeline.cluster import job_flow_spec
 from fruitflow_pipeline.code_bundle import code_version
-from fruitflow_pipeline.params import InvalidParams, dag_params, plan_run
+from fruitflow_pipeline.params import InvalidParams, anywhere_warning, dag_params, plan_run
 from fruitflow_pipeline.run import run_key
 from fruitflow_pipeline.settings import SettingError, Settings, Target
 from fruitflow_pipeline.steps import PIPELINE, emr_step, local_command
@@ -54,6 +54,8 @@ def render_plan(settings: Settings, conf: dict, moment: datetime) -> str:
         "",
         f"Outputs: {run.uri}/",
     ]
+    if warning := anywhere_warning(settings):
+        lines.append(f"Warning: {warning}")
     if settings.target is Target.EMR:
         lines += [f"Executors: {validated.executors.describe()}", f"Featurize tasks: {run.partitions}"]
         lines += [f"Warning: {warning}" for warning in deployment_warnings(settings, run.weights)]

@@ -7,11 +7,14 @@ their defaults taken from here where a deployment decides them.
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import unquote
 
 from fruitflow.contract import WEIGHTS_IMAGENET, WEIGHTS_RANDOM
 from fruitflow_pipeline import DEFAULT_JOBS_DIR, jobs_dir_from_env
@@ -54,6 +57,75 @@ def weights_problem(weights: str, target: Target) -> str | None:
     if target is Target.LOCAL and not weights.removeprefix("file://").removeprefix("file:").startswith("/"):
         return "is a relative path: give an absolute path or a file:// URI (Spark would resolve it elsewhere)"
     return None
+
+
+ANYWHERE = "*"  # FRUITFLOW_ALLOWED_URIS: runs may read and write wherever the credentials reach
+S3_SCHEMES = ("s3", "s3a", "s3n")  # Hadoop's connectors' names for the same buckets
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
+
+
+class UriError(ValueError):
+    """A URI that names no location on the target; the message follows the URI ("... is not an s3:// URI")."""
+
+
+def _resolved_path(path: str) -> str:
+    """``path`` percent-decoded, then with doubled slashes, '.' and '..' resolved, absolute, no trailing slash:
+    an encoded '%2F..%2F' is resolved like a written '/../', and '..' never climbs above the root."""
+    decoded = unquote(path)
+    if any(ord(character) < 32 for character in decoded):
+        raise UriError("holds a control character")
+    return posixpath.normpath(re.sub(r"/+", "/", "/" + decoded))
+
+
+def canonical_uri(uri: str, target: Target) -> str:
+    """``uri`` in the one spelling runs use and allowed prefixes are compared in.
+
+    On EMR ``s3://bucket/key``, also from s3a:// and s3n://; locally an absolute path, also from
+    ``file:/path`` and ``file:///path``. Both percent-decoded, without '.', '..', doubled or trailing
+    slashes. The run is handed this form, so what was checked is what its steps read and write.
+    """
+    text = uri.strip()
+    if target is Target.EMR:
+        scheme, separator, rest = text.partition("://")
+        if not separator or scheme.lower() not in S3_SCHEMES:
+            raise UriError("is not an s3:// URI")
+        bucket, _, key = rest.partition("/")
+        if not BUCKET_NAME.fullmatch(bucket):
+            raise UriError(f"has no valid bucket name ({bucket!r})")
+        path = _resolved_path(key)
+        return f"s3://{bucket}" + ("" if path == "/" else path)
+    if text.startswith("file://"):
+        text = text.removeprefix("file://")
+        if not text.startswith("/"):
+            raise UriError("names a host: a local file URI is file:///path")
+    text = text.removeprefix("file:")
+    if not text.startswith("/"):
+        raise UriError("is not an absolute path")
+    return _resolved_path(text)
+
+
+def resolved_location(uri: str, target: Target) -> str:
+    """Where the canonical ``uri`` really is: locally with symlinks resolved (a link inside an
+    allowed folder may point anywhere); on S3 the URI itself."""
+    return os.path.realpath(uri) if target is Target.LOCAL else uri
+
+
+def is_under(uri: str, prefix: str) -> bool:
+    """``uri`` is ``prefix`` or lies in it, at a folder boundary: s3://b/data-old is not under s3://b/data."""
+    return uri == prefix or uri.startswith(prefix.rstrip("/") + "/")
+
+
+def allowed_prefix(uri: str, target: Target) -> str:
+    """A prefix of FRUITFLOW_ALLOWED_URIS as locations are compared with it: canonical and resolved."""
+    prefix = resolved_location(canonical_uri(uri, target), target)
+    if prefix == "/":
+        raise UriError(f"is the whole disk: to allow every location, say so with {ANYWHERE}")
+    return prefix
+
+
+def lies_under_any(location: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``location`` (resolved_location's) lies under one of ``prefixes`` (allowed_prefix's)."""
+    return prefixes == (ANYWHERE,) or any(is_under(location, prefix) for prefix in prefixes)
 
 
 @dataclass(frozen=True)
@@ -99,6 +171,9 @@ class Settings:
     timeout_minutes: Mapping[str, int] = field(default_factory=lambda: {"featurize": 240, "pca": 60, "export_csv": 60})
     emr: EmrSettings = field(default_factory=EmrSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
+    # Where a run may read and write (FRUITFLOW_ALLOWED_URIS), as allowed_prefix gives them once
+    # built: empty, the locations of the defaults above; (ANYWHERE,), anywhere.
+    allowed_uris: tuple[str, ...] = ()
 
     def __post_init__(self):
         # The defaults of the params a nightly run uses: placeholders unless the deployment says.
@@ -110,6 +185,27 @@ class Settings:
                 "s3://fruitflow-data/results" if self.target is Target.EMR else str(REPO_ROOT / "data" / "results")
             )
             object.__setattr__(self, "results_uri", default)
+        object.__setattr__(self, "allowed_uris", self._allowed_prefixes())
+
+    def _allowed_prefixes(self) -> tuple[str, ...]:
+        if self.allowed_uris == (ANYWHERE,):
+            return self.allowed_uris
+        if ANYWHERE in self.allowed_uris:
+            raise SettingError(f"FRUITFLOW_ALLOWED_URIS: {ANYWHERE} allows everything and stands alone")
+        # Unset, a fresh deployment allows what it named itself: its images and results folders and
+        # its weights file. 'imagenet' and 'random' name no location.
+        named = [("FRUITFLOW_ALLOWED_URIS", uri) for uri in self.allowed_uris] or [
+            ("FRUITFLOW_IMAGES_URI", self.images_uri),
+            ("FRUITFLOW_RESULTS_URI", self.results_uri),
+            *([("FRUITFLOW_WEIGHTS", self.weights)] if self.weights not in (WEIGHTS_IMAGENET, WEIGHTS_RANDOM) else []),
+        ]
+        prefixes = []
+        for variable, uri in named:
+            try:
+                prefixes.append(allowed_prefix(uri, self.target))
+            except UriError as problem:
+                raise SettingError(f"{variable}: {uri!r} {problem}") from None
+        return tuple(dict.fromkeys(prefixes))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -143,6 +239,7 @@ class Settings:
                 "(the folder `make wheelhouse` filled, uploaded)"
             )
         poke_interval = number("POKE_INTERVAL_SECONDS", cls.poke_interval_seconds, float)
+        allowed_uris = tuple(filter(None, (uri.strip() for uri in text("ALLOWED_URIS").split(","))))
         emr, local = EmrSettings(), LocalSettings()
         return cls(
             target=target,
@@ -174,4 +271,5 @@ class Settings:
                 python=text("SPARK_PYTHON", local.python),
                 spark_submit=text("SPARK_SUBMIT"),
             ),
+            allowed_uris=allowed_uris,
         )

@@ -14,6 +14,7 @@ import pytest
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 REGION = "eu-west-1"
+TEST_BUCKET = "fruits"  # the bucket of the EMR tests' runs
 
 
 # Repeated work that third-party code redoes on every call, done once per test process. Each
@@ -106,15 +107,22 @@ def airflow_db():
     db.resetdb()
 
 
-def dag_loader(monkeypatch: pytest.MonkeyPatch) -> Callable:
+def allowed_for_tests(temporary_root: Path) -> dict[str, str]:
+    """Where the tests' deployment lets runs go (FRUITFLOW_ALLOWED_URIS) unless a test says otherwise:
+    the tests' bucket on EMR, pytest's temporary folders locally."""
+    return {"emr": f"s3://{TEST_BUCKET}/", "local": str(temporary_root)}
+
+
+def dag_loader(monkeypatch: pytest.MonkeyPatch, temporary_root: Path) -> Callable:
     """Loads the fruits_features DAG as Airflow parses it with the given FRUITFLOW_* settings,
     which stay in the environment until ``monkeypatch`` undoes them: ``dag.test()`` parses the
-    dags folder again."""
+    dags folder again. ``allowed_uris=""`` loads it with the variable unset."""
 
     def load(target: str, **settings: str):
         from airflow.dag_processing.dagbag import DagBag
 
         monkeypatch.setenv("FRUITFLOW_TARGET", target)
+        monkeypatch.setenv("FRUITFLOW_ALLOWED_URIS", allowed_for_tests(temporary_root)[target])
         for name, value in settings.items():
             monkeypatch.setenv(f"FRUITFLOW_{name.upper()}", value)
         bag = DagBag(dag_folder=str(DAGS))
@@ -125,16 +133,16 @@ def dag_loader(monkeypatch: pytest.MonkeyPatch) -> Callable:
 
 
 @pytest.fixture
-def load_dag(monkeypatch) -> Callable:
+def load_dag(monkeypatch, tmp_path_factory) -> Callable:
     """The fruits_features DAG under a target and settings, for the whole test."""
-    return dag_loader(monkeypatch)
+    return dag_loader(monkeypatch, tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")
-def load_dag_for_module() -> Iterator[Callable]:
+def load_dag_for_module(tmp_path_factory) -> Iterator[Callable]:
     """``load_dag`` for a module-scoped fixture: the settings stay until the module's tests are done."""
     with pytest.MonkeyPatch.context() as monkeypatch:
-        yield dag_loader(monkeypatch)
+        yield dag_loader(monkeypatch, tmp_path_factory.getbasetemp())
 
 
 class InProcessSparkSubmit:

@@ -286,6 +286,11 @@ def local_params(images: Path, results: Path, **overrides) -> dict:
             **overrides}  # fmt: skip
 
 
+def local_deployment(folder: Path) -> Settings:
+    """The local target, its runs allowed under ``folder``: the test's own (FRUITFLOW_ALLOWED_URIS)."""
+    return Settings(target=Target.LOCAL, allowed_uris=(str(folder),))
+
+
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     (tmp_path / "images" / "Kiwi").mkdir(parents=True)
@@ -294,7 +299,7 @@ def image_folder(tmp_path) -> Path:
 
 
 def test_validated_local_run(image_folder, tmp_path):
-    settings = Settings(target=Target.LOCAL)
+    settings = local_deployment(tmp_path)
     params = local_params(f"file://{image_folder}/", tmp_path / "results")
     claimed = []
     run = validate_run(params, {}, settings, LocalStorage(), "v1", lambda results: claimed.append(results) or "K").run
@@ -323,14 +328,14 @@ def test_invalid_runs_name_the_field_and_claim_no_folder(image_folder, tmp_path,
     params = local_params(image_folder, tmp_path / "results")
     params |= {key: value.format(images=image_folder, tmp=tmp_path) for key, value in overrides.items()}
     with pytest.raises(InvalidParams, match=message):
-        validate_run(params, {}, Settings(target=Target.LOCAL), LocalStorage(), "v1", claim_key=pytest.fail)
+        validate_run(params, {}, local_deployment(tmp_path), LocalStorage(), "v1", claim_key=pytest.fail)
 
 
 def test_unknown_conf_keys_are_refused_naming_them_and_the_params(image_folder, tmp_path):
     params = local_params(image_folder, tmp_path / "results")
     conf = {"variance": 0.9, "varience": 0.8, "foo": 1}
     with pytest.raises(InvalidParams, match=r"conf: unknown key\(s\) foo, varience; the params are images_uri, "):
-        validate_run(params, conf, Settings(target=Target.LOCAL), LocalStorage(), "v1", claim_key=pytest.fail)
+        validate_run(params, conf, local_deployment(tmp_path), LocalStorage(), "v1", claim_key=pytest.fail)
 
 
 def test_code_bundle_holds_what_the_steps_and_bootstrap_need(tmp_path):
