@@ -123,28 +123,33 @@ def fruit_images(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def model_cache(tmp_path_factory) -> str:
-    """A model cache (``file://`` URI) holding MobileNetV2 with the random weights, converted to
-    ONNX once per test process, for the runs whose subject is not converting: each conversion
-    costs about 20 s of TensorFlow. Converting a cold cache is tested on its own (the ONNX model's
-    tests, the featurize job's Hadoop-URI cache test, the rehearsal's first night)."""
+def converted(tmp_path_factory) -> tuple[Path, bytes]:
+    """A model cache folder after one cold run with random weights, and the ONNX model that run
+    returned: converted once per test process (about 20 s of TensorFlow)."""
     from fruitflow.contract import WEIGHTS_RANDOM
     from fruitflow.onnx_model import ModelCache, onnx_model
 
     folder = tmp_path_factory.mktemp("models")
     cache = ModelCache(lambda uri: Path(uri).read_bytes(), lambda uri, data: Path(uri).write_bytes(data), str(folder))
-    onnx_model(WEIGHTS_RANDOM, None, cache)
-    return f"file://{folder}"
+    return folder, onnx_model(WEIGHTS_RANDOM, None, cache)
 
 
 @pytest.fixture(scope="session")
-def seed_model_cache(model_cache):
-    """Copies ``model_cache``'s converted model into a results folder's ``_models``, the cache a
-    run of the DAG uses: that run's featurize starts warm."""
+def model_cache(converted) -> str:
+    """``converted``'s cache as a ``file://`` URI, for the runs whose subject is not converting.
+    Converting a cold cache is tested on its own (the ONNX model's tests, the featurize job's
+    Hadoop-URI cache test, the rehearsal's first night)."""
+    return f"file://{converted[0]}"
+
+
+@pytest.fixture(scope="session")
+def seed_model_cache(converted):
+    """Copies ``converted``'s model into a results folder's ``_models``, the cache a run of the DAG
+    uses: that run's featurize starts warm."""
     import shutil
 
     def seed(results: Path) -> Path:
-        return Path(shutil.copytree(model_cache.removeprefix("file://"), results / "_models", dirs_exist_ok=True))
+        return Path(shutil.copytree(converted[0], results / "_models", dirs_exist_ok=True))
 
     return seed
 

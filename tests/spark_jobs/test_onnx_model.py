@@ -31,13 +31,6 @@ def local_cache(folder: Path) -> ModelCache:
     return ModelCache(lambda uri: Path(uri).read_bytes(), write, str(folder))
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory) -> tuple[Path, bytes]:
-    """A cache folder after one cold run with random weights, and the model it holds."""
-    folder = tmp_path_factory.mktemp("models")
-    return folder, onnx_model("random", None, local_cache(folder))
-
-
 RANDOM_WEIGHTS = object()  # what resolving the random weights gives, while conversions are answered
 
 
