@@ -1,15 +1,16 @@
 """Featurise job: every image under --images becomes a 1280-d MobileNetV2 embedding or an error row.
 
-Extract: binaryFile listing (path, size, modification time) and bytes. Reuse: with a previous
-run's outputs, files whose path, size and modification time are unchanged keep their rows.
-Transform: a pandas iterator UDF that decodes, preprocesses and runs the network batch by batch
-on the other files, with ONNX Runtime (the default) or TensorFlow. Load: features and errors
-Parquet, with a progress line every 30 s. Reconcile: every listed file is in exactly one of the
-two outputs.
+Extract: the binaryFile listing (path, size, modification time), no bytes read. Reuse: with a
+previous run's outputs, files whose path, size and modification time are unchanged keep their
+rows, planned from the listing alone, and only the new and changed files' bytes are read.
+Transform: a pandas iterator UDF that decodes, preprocesses and runs the network batch by batch,
+with ONNX Runtime (the default) or TensorFlow. Load: features and errors Parquet, with a progress
+line every 30 s. Reconcile: every listed file is in exactly one of the two outputs.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -145,8 +146,8 @@ def missing_file_error(length: int | None) -> str:
     return "file could not be read (I/O error while scanning; see the Spark driver log)"
 
 
-def read_images(spark, folder: str, partitions: int):
-    """The image files under ``folder`` as (path, content) rows, in about ``partitions`` tasks.
+def binary_files(spark, partitions: int):
+    """A binaryFile reader that spreads its files over about ``partitions`` tasks.
 
     Spark packs files into a task by bytes, charging each file a 4 MB "open cost" by default:
     a thousand 5 KB images would make dozens of tiny tasks, each paying to start TensorFlow.
@@ -155,13 +156,38 @@ def read_images(spark, folder: str, partitions: int):
     """
     spark.conf.set("spark.sql.files.openCostInBytes", str(64 * 1024))
     spark.conf.set("spark.sql.files.minPartitionNum", str(partitions))
-    return (
-        spark.read.format("binaryFile")
-        .option("recursiveFileLookup", "true")
-        .option("pathGlobFilter", IMAGE_GLOB)
-        .option("ignoreCorruptFiles", "true")
-        .load(folder)
-    )
+    return spark.read.format("binaryFile").option("pathGlobFilter", IMAGE_GLOB).option("ignoreCorruptFiles", "true")
+
+
+def read_images(spark, folder: str, partitions: int):
+    """The image files under ``folder`` as binaryFile rows; their bytes are read only where ``content`` is used."""
+    return binary_files(spark, partitions).option("recursiveFileLookup", "true").load(folder)
+
+
+def literal_glob(uri: str) -> str:
+    """``uri`` with Hadoop's glob characters escaped: Spark globs every path it is given, and a
+    file may well be called ``apple [2].jpg``."""
+    return re.sub(r"([\\{}\[\]*?])", r"\\\1", uri)
+
+
+def read_files(spark, uris: Sequence[str], partitions: int):
+    """binaryFile rows of exactly these files, the only ones whose bytes the job reads.
+
+    A file deleted since the listing would fail the whole read, so the read then keeps the files
+    still there; the vanished ones reach no output and are reported as missing.
+    """
+    from pyspark.errors import AnalysisException
+
+    present = list(uris)
+    while present:
+        try:
+            return binary_files(spark, partitions).load([literal_glob(uri) for uri in present])
+        except AnalysisException as error:
+            still_there = [uri for uri in present if hadoop_fs.exists(spark, uri)]
+            if error.getErrorClass() != "PATH_NOT_FOUND" or len(still_there) == len(present):
+                raise
+            present = still_there
+    return spark.createDataFrame([], "path string, modificationTime timestamp, length long, content binary")
 
 
 KEY = ["path", "length", "modification_time"]  # a file is unchanged while all three are
@@ -182,11 +208,15 @@ def extract_images(spark, args: FeaturizeArguments):
     listing (decoded URIs). Their bytes are read only where ``content`` is used."""
     if not hadoop_fs.exists(spark, args.images):
         raise JobError(f"images folder {args.images} does not exist")
-    images = read_images(spark, args.images, args.partitions or TASKS_PER_CORE * spark.sparkContext.defaultParallelism)
+    images = read_images(spark, args.images, partitions(spark, args))
     listed = sorted({normalize_uri(uri) for uri in images.inputFiles()})
     if not listed:
         raise JobError(f"no images found under {args.images} (looked for {', '.join(IMAGE_EXTENSIONS)}, any case)")
     return images.withColumnRenamed("modificationTime", "modification_time"), listed
+
+
+def partitions(spark, args: FeaturizeArguments) -> int:
+    return args.partitions or TASKS_PER_CORE * spark.sparkContext.defaultParallelism
 
 
 def previous_outputs(spark, args: FeaturizeArguments, identity: FeaturesIdentity):
@@ -218,43 +248,72 @@ def previous_outputs(spark, args: FeaturizeArguments, identity: FeaturesIdentity
 
 
 @dataclass(frozen=True)
-class Reuse:
-    """What a previous run's outputs save this one: the rows carried over, and the files to featurise."""
+class ReusePlan:
+    """What a previous run's outputs save this one, decided from the listing alone."""
 
-    features: Any  # DataFrame: previous features rows of unchanged files
-    errors: Any  # DataFrame: previous error rows of unchanged files
-    to_featurise: Any  # DataFrame of paths: new and changed files
-    reused: int
+    to_read: list[str]  # new and changed files: the only ones whose bytes are read
+    reused_features: int  # unchanged files whose previous features row is carried over
+    reused_errors: int  # unchanged files whose previous error row is carried over
     new: int
     changed: int
     removed: int
 
+    @property
+    def reused(self) -> int:
+        return self.reused_features + self.reused_errors
 
-def plan_reuse(spark, images, listed: list[str], previous) -> Reuse:
-    from pyspark import StorageLevel
+
+def plan_reuse(listing: pd.DataFrame, listed: Sequence[str], previous: pd.DataFrame) -> ReusePlan:
+    """Compare the scan's ``listing`` (KEY rows) with the previous outputs' KEY rows (and their
+    ``output``: features or errors). ``listed`` holds every listed file, also those the scan
+    skips (0-byte ones): such a file is not removed, and it is reported as missing again."""
+    merged = listing[KEY].merge(previous[[*KEY, "output"]], on="path", how="left", suffixes=("", "_before"))
+    known = merged["output"].notna()
+    unchanged = (
+        known
+        & (merged["length"] == merged["length_before"])
+        & (merged["modification_time"] == merged["modification_time_before"])
+    )
+    changed = int((known & ~unchanged).sum())
+    to_read = sorted(merged.loc[~unchanged, "path"])
+    reused_outputs = merged.loc[unchanged, "output"]
+    return ReusePlan(
+        to_read=to_read,
+        reused_features=int((reused_outputs == "features").sum()),
+        reused_errors=int((reused_outputs == "errors").sum()),
+        new=len(to_read) - changed,
+        changed=changed,
+        removed=len(set(previous["path"]) - set(listed)),
+    )
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """A reuse plan, and the previous rows it carries over."""
+
+    plan: ReusePlan
+    listing: Any  # DataFrame: the persisted listing the carried-over rows are joined with
+    features: Any  # DataFrame: previous features rows of unchanged files
+    errors: Any  # DataFrame: previous error rows of unchanged files
+
+
+def carry_over(spark, images, listed: list[str], previous) -> Reuse:
+    """Plan from the listing (one metadata scan, kept for the carried-over rows' join) and the
+    previous outputs' keys, both collected to the driver: a few dozen bytes per file."""
     from pyspark.sql import functions as F
 
     previous_features, previous_errors = previous
-    listing = images.select(*KEY).persist(StorageLevel.MEMORY_AND_DISK)
-    previous_keys = previous_features.select(*KEY).unionByName(previous_errors.select(*KEY))
-    to_featurise = listing.join(previous_keys, KEY, "left_anti").select("path").persist(StorageLevel.MEMORY_AND_DISK)
-    reused_features = previous_features.join(listing, KEY, "left_semi")
-    reused_errors = previous_errors.join(listing, KEY, "left_semi")
-    previous_paths = previous_keys.select("path").distinct()
-    changed = to_featurise.join(previous_paths, "path", "left_semi").count()
-    listed_paths = spark.createDataFrame([(path,) for path in listed], "path string")
-    removed = previous_paths.join(listed_paths, "path", "left_anti").count()
-    reuse = Reuse(
-        features=reused_features.select("path", "label", "features", *KEY[1:]),
-        errors=reused_errors.select("path", "label", "error", *KEY[1:]),
-        to_featurise=F.broadcast(to_featurise),
-        reused=reused_features.count() + reused_errors.count(),
-        new=to_featurise.count() - changed,
-        changed=changed,
-        removed=removed,
+    listing = images.select(*KEY).persist()
+    previous_keys = previous_features.select(*KEY, F.lit("features").alias("output")).unionByName(
+        previous_errors.select(*KEY, F.lit("errors").alias("output"))
     )
-    listing.unpersist()
-    return reuse
+    plan = plan_reuse(listing.toPandas(), listed, previous_keys.toPandas())
+    return Reuse(
+        plan=plan,
+        listing=listing,
+        features=previous_features.join(listing, KEY, "left_semi").select("path", "label", "features", *KEY[1:]),
+        errors=previous_errors.join(listing, KEY, "left_semi").select("path", "label", "error", *KEY[1:]),
+    )
 
 
 def transform_images(spark, images, model, args: FeaturizeArguments, rows_seen):
@@ -285,8 +344,8 @@ def load_outputs(
     hadoop_fs.write_bytes(spark, f"{args.output.rstrip('/')}/{FEATURES_IDENTITY_FILE}", identity.to_json().encode())
 
     counts = fresh.agg(F.count("features").alias("featurised"), F.count("error").alias("errors")).first()
-    reused_features = reuse.features.count() if reuse else 0
-    reused_errors = reuse.errors.count() if reuse else 0
+    reused_features = reuse.plan.reused_features if reuse else 0
+    reused_errors = reuse.plan.reused_errors if reuse else 0
     processed = fresh.select("path")
     if reuse:
         processed = processed.unionByName(reuse.features.select("path")).unionByName(reuse.errors.select("path"))
@@ -322,31 +381,40 @@ def run(spark, args: FeaturizeArguments) -> FeaturizeMetrics:
     images, listed = extract_images(spark, args)
     model, identity = prepare_model(spark, args)
     previous = previous_outputs(spark, args, identity)
-    reuse = plan_reuse(spark, images, listed, previous) if previous else None
+    reuse = carry_over(spark, images, listed, previous) if previous else None
     if reuse:
+        plan = reuse.plan
         log.info(
             "carried over from %s: %d unchanged images; %d new and %d changed go through the network, %d removed",
-            args.previous_features, reuse.reused, reuse.new, reuse.changed, reuse.removed,
+            args.previous_features, plan.reused, plan.new, plan.changed, plan.removed,
         )  # fmt: skip
-        images = images.join(reuse.to_featurise, "path", "left_semi")
+        images = read_files(spark, plan.to_read, partitions(spark, args)).withColumnRenamed(
+            "modificationTime", "modification_time"
+        )
     rows_seen = spark.sparkContext.accumulator(0)
-    fresh = transform_images(spark, images, model, args, rows_seen).persist(StorageLevel.MEMORY_AND_DISK)
-    to_featurise = reuse.new + reuse.changed if reuse else len(listed)
+    # On disk only: the second pass over the network's results (the counts, the errors) reads them
+    # back without the driver's heap holding them, however many images the bucket has.
+    fresh = transform_images(spark, images, model, args, rows_seen).persist(StorageLevel.DISK_ONLY)
+    to_featurise = len(reuse.plan.to_read) if reuse else len(listed)
+    progress = ProgressReporter("featurize", to_featurise, lambda: rows_seen.value, log.info,
+                                then=f"writing {len(listed):,} rows")  # fmt: skip
     try:
-        with ProgressReporter("featurize", to_featurise, lambda: rows_seen.value, log.info):
+        with progress:
             featurised, errors = load_outputs(spark, fresh, reuse, listed, identity, args)
     finally:
         fresh.unpersist()
+        if reuse:
+            reuse.listing.unpersist()
     reconcile(len(listed), featurised, errors)
     return FeaturizeMetrics(
         images=len(listed),
         featurised=featurised,
         errors=errors,
         model_rows=rows_seen.value,
-        reused=reuse.reused if reuse else 0,
-        new=reuse.new if reuse else rows_seen.value,
-        changed=reuse.changed if reuse else 0,
-        removed=reuse.removed if reuse else 0,
+        reused=reuse.plan.reused if reuse else 0,
+        new=reuse.plan.new if reuse else rows_seen.value,
+        changed=reuse.plan.changed if reuse else 0,
+        removed=reuse.plan.removed if reuse else 0,
         weights=args.weights,
         engine=args.engine,
     )

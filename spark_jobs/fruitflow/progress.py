@@ -26,13 +26,17 @@ def duration_text(seconds: float) -> str:
     return f"{seconds}s"
 
 
-def progress_line(what: str, done: int, total: int, elapsed: float) -> str:
-    """``featurize progress: 3,200/10,000 images (32%), 45 img/s, 1m11s elapsed, ETA 2m31s``."""
+def progress_line(what: str, done: int, total: int, elapsed: float, then: str = "", finished: bool = True) -> str:
+    """``featurize progress: 3,200/10,000 images (32%), 45 img/s, 1m11s elapsed, ETA 2m31s``.
+
+    Once all ``total`` are counted but the work is not ``finished``, the line says ``then``: what
+    the job still does after them (writing its outputs), so that "done" is only ever said at the end.
+    """
     done = min(done, total)
     share = done / total if total else 1.0
     rate = done / elapsed if elapsed > 0 else 0.0
     if done >= total:
-        eta = "done"
+        eta = "done" if finished else f"now {then or 'finishing'}"
     elif rate > 0:
         eta = f"ETA {duration_text((total - done) / rate)}"
     else:
@@ -45,7 +49,8 @@ def progress_line(what: str, done: int, total: int, elapsed: float) -> str:
 
 class ProgressReporter:
     """Logs ``progress_line`` every ``interval`` seconds while in its ``with`` block, and once at
-    its end; ``count()`` says how many of ``total`` items are done (read from another thread)."""
+    its end, the only line that says done; ``count()`` says how many of ``total`` items are done
+    (read from another thread), ``then`` what the block does after the last of them."""
 
     def __init__(
         self,
@@ -55,15 +60,16 @@ class ProgressReporter:
         emit: Callable[[str], None],
         interval: float = PROGRESS_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        then: str = "",
     ):
-        self.what, self.total, self.count, self.emit = what, total, count, emit
+        self.what, self.total, self.count, self.emit, self.then = what, total, count, emit, then
         self.interval, self.clock = interval, clock
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._report_periodically, name=f"{what}-progress", daemon=True)
         self._started = 0.0
 
-    def line(self) -> str:
-        return progress_line(self.what, self.count(), self.total, self.clock() - self._started)
+    def line(self, finished: bool = False) -> str:
+        return progress_line(self.what, self.count(), self.total, self.clock() - self._started, self.then, finished)
 
     def _report_periodically(self) -> None:
         while not self._stopped.wait(self.interval):
@@ -80,4 +86,4 @@ class ProgressReporter:
         self._stopped.set()
         self._thread.join()
         if kind is None:
-            self.emit(self.line())
+            self.emit(self.line(finished=True))

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -311,18 +312,39 @@ def rows_by_path(spark, folder: Path) -> dict:
     return {row.path: row for row in spark.read.parquet(str(folder)).collect()}
 
 
+def png_bytes(color: tuple[int, int, int]) -> bytes:
+    """A valid image of under 100 bytes: smaller than any generated JPEG, the truncated one included."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def unread_above(spark):
+    """Fail any read of a file's bytes above a size, as binaryFile does past its maxLength."""
+    setting = "spark.sql.sources.binaryFile.maxLength"
+
+    def limit(length: int) -> None:
+        spark.conf.set(setting, str(length))
+
+    yield limit
+    spark.conf.unset(setting)
+
+
 @pytest.mark.spark
 def test_unchanged_images_keep_their_rows_and_only_new_or_changed_ones_are_featurised(
-    spark, first_run, fruit_images, tmp_path, job_log, model_cache
+    spark, first_run, tmp_path, job_log, model_cache, unread_above
 ):
     images, first = first_run
-    sources = sorted((fruit_images / "Training" / "Banana").glob("*.jpg"))
-    for index, source in enumerate(sources[:2]):
-        shutil.copy(source, images / "Kiwi" / f"new {index}.jpg")  # new: 2
+    for index in range(2):
+        (images / "Kiwi" / f"new {index}.png").write_bytes(png_bytes((20, 200 - 50 * index, 90)))  # new: 2
     replaced = images / "Lemon" / sorted(path.name for path in (images / "Lemon").glob("*.jpg"))[0]
-    replaced.write_bytes(sources[2].read_bytes())  # changed: other content, another size and time
+    replaced.write_bytes(png_bytes((250, 240, 20)))  # changed: other content, another size and time
     removed = sorted((images / "Pear").glob("*.jpg"))[0]
     removed.unlink()  # removed: 1
+    # Every unchanged file (the truncated one is the smallest, 300 bytes) is too big to be read: the
+    # run can only succeed if the plan comes from the listing and only the changed files are read.
+    unread_above(200)
 
     previous = ["--previous-features", str(first / "features"), "--previous-errors", str(first / "errors")]
     assert run_featurize(images, tmp_path / "second", "--model-cache", model_cache, *previous) == 0
@@ -335,9 +357,9 @@ def test_unchanged_images_keep_their_rows_and_only_new_or_changed_ones_are_featu
     assert "2 new and 1 changed go through the network, 1 removed" in job_log.text
 
     before, after = rows_by_path(spark, first / "features"), rows_by_path(spark, tmp_path / "second" / "features")
-    on_disk = {f"file:{path}" for path in images.rglob("*.jpg") if path.name != "truncated.jpg"}
+    on_disk = {f"file:{path}" for path in images.rglob("*.*g") if path.name != "truncated.jpg"}
     assert set(after) == on_disk  # the removed image is gone, the new ones are there
-    unchanged = on_disk - {f"file:{replaced}"} - {f"file:{images / 'Kiwi' / f'new {i}.jpg'}" for i in range(2)}
+    unchanged = on_disk - {f"file:{replaced}"} - {f"file:{images / 'Kiwi' / f'new {i}.png'}" for i in range(2)}
     for path in unchanged:  # carried over bit for bit
         assert (
             np.array(after[path].features, np.float32).tobytes()
@@ -399,3 +421,55 @@ def test_features_of_other_weights_are_computed_again(spark, shared_first_run, t
     metrics = json.loads((tmp_path / "other" / "metrics" / "featurize.json").read_text())
     assert (metrics["reused"], metrics["model_rows"]) == (0, 31)
     assert "previous features were computed otherwise (weights_digest " in job_log.text
+
+
+def keys(*rows: tuple) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["path", "length", "modification_time", "output"][: len(rows[0])])
+    frame["modification_time"] = pd.to_datetime(frame["modification_time"], format="ISO8601")
+    return frame
+
+
+def test_the_reuse_plan_comes_from_the_listing_and_the_previous_keys_alone():
+    listing = keys(
+        ("a", 10, "2026-11-01 02:00:00"),  # unchanged, featurised before
+        ("b", 11, "2026-11-01 02:00:00"),  # unchanged, an error row before
+        ("c", 99, "2026-11-01 02:00:00"),  # another size
+        ("d", 13, "2026-11-02 02:00:00.000001"),  # another modification time, a microsecond later
+        ("e", 14, "2026-11-02 02:00:00"),  # new
+    )
+    previous = keys(
+        ("a", 10, "2026-11-01 02:00:00", "features"),
+        ("b", 11, "2026-11-01 02:00:00", "errors"),
+        ("c", 12, "2026-11-01 02:00:00", "features"),
+        ("d", 13, "2026-11-02 02:00:00", "errors"),
+        ("empty", 0, "2026-11-01 02:00:00", "errors"),  # still listed, skipped by the scan: not removed
+        ("gone", 15, "2026-11-01 02:00:00", "features"),  # removed
+    )
+    plan = featurize.plan_reuse(listing, ["a", "b", "c", "d", "e", "empty"], previous)
+    assert plan == featurize.ReusePlan(
+        to_read=["c", "d", "e"], reused_features=1, reused_errors=1, new=1, changed=2, removed=1
+    )
+    assert plan.reused == 2
+
+
+ODD_NAMES = ["apple [2].jpg", "a*b?.jpg", "x{y,z}.jpg", "back\\slash.jpg", "grüne é%20.jpg", "plain.jpg"]
+
+
+@pytest.mark.spark
+def test_files_are_read_by_their_literal_names_and_one_deleted_since_the_listing_is_left_out(spark, tmp_path):
+    for name in ODD_NAMES:
+        (tmp_path / name).write_bytes(jpeg_bytes())
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes())  # what a glob "a*b?.jpg" or "x{y,z}.jpg" would also catch
+    listed = {row.path for row in featurize.read_images(spark, str(tmp_path), 2).select("path").collect()}
+    wanted = sorted(path for path in listed if not path.endswith("/a.jpg"))
+    assert len(wanted) == len(ODD_NAMES)
+
+    read = featurize.read_files(spark, wanted, 2)
+    assert sorted(row.path for row in read.select("path").collect()) == wanted  # the listing's own spelling
+
+    (tmp_path / "plain.jpg").unlink()
+    after_a_deletion = featurize.read_files(spark, wanted, 2)
+    assert sorted(row.path for row in after_a_deletion.select("path").collect()) == [
+        path for path in wanted if not path.endswith("/plain.jpg")
+    ]
+    assert featurize.read_files(spark, [], 2).count() == 0
