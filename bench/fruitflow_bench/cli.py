@@ -18,6 +18,7 @@ from fruitflow_bench.nightly import measure_nightly
 from fruitflow_bench.raw_engines import ENGINE_NAMES, measure_raw, raw_throughput
 from fruitflow_bench.reference import run_reference
 from fruitflow_bench.report import Report, render
+from fruitflow_bench.scale import measure_scale
 from fruitflow_bench.workload import image_folder
 from fruitflow_pipeline.run import PipelineRun
 from fruitflow_pipeline.steps import PIPELINE
@@ -80,6 +81,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=2000,
         help="images for the nightly rows: the local DAG in full, then with 1%% of the images changed, "
         "then unchanged; 0 skips them (default %(default)s)",
+    )
+    parser.add_argument(
+        "--scale-images",
+        type=count_or_zero,
+        default=0,
+        help="images for the scale rows (`make bench BENCH_SCALE=90000`): the three jobs with the DAG's settings "
+        "on all of them, then with 1%% changed, each job's wall and peak memory; 0 skips them (default %(default)s)",
     )
     parser.add_argument(
         "--reference-images",
@@ -162,6 +170,11 @@ def benchmark(args: argparse.Namespace) -> Report:
         progress(f"nightly runs of the local DAG on {args.nightly_images} images: full, 1 % changed, unchanged")
         nightly = measure_nightly(workdir, args.nightly_images, model_cache, logs)
 
+    scale = []
+    if args.scale_images:
+        progress(f"scale: the three jobs on {args.scale_images} images, then with 1 % changed, sampling memory")
+        scale = measure_scale(workdir, args.scale_images, results, version, logs)
+
     reference = reference_metrics = None
     if not args.skip_reference:
         progress(f"reference pipeline on {headline} images")
@@ -177,6 +190,7 @@ def benchmark(args: argparse.Namespace) -> Report:
         model_cache=model_cache,
         memory=memory,
         nightly=nightly,
+        scale=scale,
         reference=reference,
         reference_metrics=reference_metrics,
     )

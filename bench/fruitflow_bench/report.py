@@ -18,6 +18,7 @@ from fruitflow_bench.machine import cpu_info, versions
 from fruitflow_bench.memory import MEMORY_SAMPLE_SECONDS
 from fruitflow_bench.nightly import NightlyRun
 from fruitflow_bench.raw_engines import ENGINE_NAMES, FORWARD_PASSES, RawResult
+from fruitflow_bench.scale import ScaleNight
 from fruitflow_bench.workload import BATCH_SIZE, IMAGE_SEED
 from fruitflow_pipeline.settings import LocalSettings
 from fruitflow_pipeline.steps import PIPELINE
@@ -26,6 +27,7 @@ MARGINAL_TARGET = 0.8  # featurize marginal rate (default engine) / raw ONNX Run
 START_UP_TARGET = 20.0  # seconds: the small run's spark-submit wall less its images at the marginal rate
 MEMORY_TARGET_MB = 2500.0  # peak resident memory of the featurize job's process tree (2.5 GB)
 SPEED_UP_TARGET = 6.0  # reference wall time / three-job wall time
+SCALE_NIGHT_SHARE_TARGET = 0.10  # the 1 %-changed night's featurize wall / the full night's
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Report:
     model_cache: Path
     memory: MemoryResult | None
     nightly: list[NightlyRun]
+    scale: list[ScaleNight]  # empty, or night 1 and the 1 %-changed night 2
     reference: JobTiming | None
     reference_metrics: dict | None
 
@@ -240,6 +243,35 @@ def nightly_section(report: Report) -> list[str]:
     ]
 
 
+def scale_section(report: Report) -> list[str]:
+    title = "## Scale: the three jobs with the DAG's settings, every image, then 1 % changed"
+    if not report.scale:
+        return [title, "", "Skipped (the default; `make bench BENCH_SCALE=90000` runs it)."]
+    full, changed = report.scale
+    rows = []
+    for step in PIPELINE:
+        first, second = full.jobs[step.name], changed.jobs[step.name]
+        rows.append([
+            f"`{step.name}`",
+            number(first.timing.wall_seconds),
+            number(first.peak_megabytes, 0),
+            number(second.timing.wall_seconds),
+            times(ratio(second.timing.wall_seconds, first.timing.wall_seconds)),
+            number(second.peak_megabytes, 0),
+        ])  # fmt: skip
+    header = ["job", "night 1 wall s", "night 1 peak MB", "night 2 wall s", "/ night 1", "night 2 peak MB"]
+    return [
+        title,
+        "",
+        f"Night 1: {full.images:,} images, {full.through_network:,} through the network. Night 2: "
+        f"{changed.images:,} images, {changed.through_network:,} through the network, the others carried over. "
+        "Each job through spark-submit as the local DAG runs it (driver memory "
+        f"{LocalSettings().driver_memory}); peak MB as above, over each job's whole process tree.",
+        "",
+        *table(header, rows),
+    ]
+
+
 def pca_csv_section(report: Report) -> list[str]:
     timings = report.pipelines[report.headline]
     rows = [
@@ -329,6 +361,22 @@ def targets_section(report: Report) -> list[str]:
             verdict(report.speed_up, SPEED_UP_TARGET),
         ],
     ]
+    if report.scale:
+        full, changed = report.scale
+        share = ratio(changed.jobs["featurize"].timing.wall_seconds, full.jobs["featurize"].timing.wall_seconds)
+        rows.append([
+            f"1 %-changed night's featurize wall ≤ {SCALE_NIGHT_SHARE_TARGET:.0%} of the full night's "
+            f"({full.images:,} images)",
+            f"{number(100 * share if share else None)} %",
+            verdict(share, SCALE_NIGHT_SHARE_TARGET, at_most=True),
+        ])  # fmt: skip
+        for step in PIPELINE:
+            peak = max(night.jobs[step.name].peak_megabytes for night in report.scale)
+            rows.append([
+                f"`{step.name}` peak memory on {full.images:,} images ≤ {MEMORY_TARGET_MB:,.0f} MB",
+                f"{number(peak, 0)} MB",
+                verdict(peak, MEMORY_TARGET_MB, at_most=True),
+            ])  # fmt: skip
     return ["## Targets", "", *table(["target", "measured", "status"], rows)]
 
 
@@ -343,6 +391,7 @@ def render(report: Report, started: datetime) -> str:
         featurize_section(report),
         memory_section(report),
         nightly_section(report),
+        scale_section(report),
         pca_csv_section(report),
         growth_section(report),
         reference_section(report),

@@ -3,7 +3,7 @@
 The fit is one distributed pass: each partition summarises its rows as (count, mean,
 centred scatter matrix), the driver merges the summaries pairwise and diagonalises the
 1280 x 1280 correlation matrix with numpy. Projection is a second pass over the same
-cached rows, so the features are read from Parquet once and never recomputed.
+rows, persisted on disk, so the features are read from Parquet once and never recomputed.
 
 Extract: the features Parquet. Transform: fit, then project. Load: the reduced Parquet, the
 explained-variance JSON and its plot.
@@ -172,8 +172,8 @@ def _load_moments(blob: bytes) -> Moments:
 
 
 def extract_features(spark, args: PcaArguments):
-    """The featurize output's (path, label, features) rows, persisted: the fit and the projection
-    both read them, and Parquet is read once."""
+    """The featurize output's (path, label, features) rows, persisted on disk only: the fit and the
+    projection both read them, Parquet is read once, and the driver's heap never holds them."""
     from pyspark import StorageLevel
 
     if not hadoop_fs.exists(spark, args.features):
@@ -182,7 +182,7 @@ def extract_features(spark, args: PcaArguments):
     missing_columns = {"path", "label", "features"} - set(features.columns)
     if missing_columns:
         raise JobError(f"{args.features} lacks the column(s) {sorted(missing_columns)}: not a featurize output")
-    return features.select("path", "label", "features").persist(StorageLevel.MEMORY_AND_DISK)
+    return features.select("path", "label", "features").persist(StorageLevel.DISK_ONLY)
 
 
 def fit(features, args: PcaArguments) -> tuple[PcaFit, int]:

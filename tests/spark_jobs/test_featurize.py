@@ -185,7 +185,9 @@ def test_model_cache_on_a_hadoop_uri_serves_the_next_run(
 
 @pytest.mark.spark
 def test_progress_lines_reach_the_job_log(featurised):
-    assert "featurize progress: 30/30 images (100%)" in (featurised / "job.log").read_text()
+    lines = [line for line in (featurised / "job.log").read_text().splitlines() if "featurize progress: " in line]
+    assert "featurize progress: 30/30 images (100%)" in lines[-1] and lines[-1].endswith(", done")
+    assert [line for line in lines if line.endswith("done")] == [lines[-1]]  # "done" only once it is
 
 
 @pytest.fixture(scope="module")
