@@ -29,6 +29,11 @@ $(VENV)/.test-installed: requirements-test.txt constraints.txt $(VENV)/.runtime-
 	$(PIP) install --quiet --log $(PIP_LOG) -r requirements-test.txt -c constraints.txt
 	@touch $@
 
+# PostgreSQL's drivers, which the Docker image has too (the Dockerfile installs the same file).
+$(VENV)/.stack-installed: requirements-stack.txt constraints.txt $(VENV)/.test-installed
+	$(PIP) install --quiet --log $(PIP_LOG) -r requirements-stack.txt -c constraints.txt
+	@touch $@
+
 check-java:
 	@command -v java >/dev/null || { echo "Java 17 is required by Spark: install it (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) and retry." >&2; exit 1; }
 
@@ -80,7 +85,7 @@ plan: $(VENV)/.runtime-installed
 lock:
 	rm -rf build/lock-venv
 	$(PYTHON) -m venv build/lock-venv
-	build/lock-venv/bin/pip install --quiet -r requirements.txt -r requirements-test.txt
+	build/lock-venv/bin/pip install --quiet -r requirements.txt -r requirements-test.txt -r requirements-stack.txt
 	build/lock-venv/bin/pip freeze --exclude-editable | sort > constraints.txt
 	build/lock-venv/bin/python scripts/cluster_constraints.py
 	rm -rf build/lock-venv

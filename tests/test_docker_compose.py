@@ -94,7 +94,8 @@ def test_dockerfile_installs_java_17_and_the_locked_requirements_as_airflow():
     assert "rm -rf /var/lib/apt/lists/*" in DOCKERFILE
     java_home = re.search(r"^ENV JAVA_HOME=(\S+)$", DOCKERFILE, re.MULTILINE)
     assert java_home and "java-17" in java_home.group(1)
-    install = re.search(r"pip install --no-cache-dir -r \S*requirements\.txt -c \S*constraints\.txt", DOCKERFILE)
+    install = re.search(r"pip install --no-cache-dir -r \S*requirements\.txt (-r \S+ |\\\n\s+)*-c \S*constraints\.txt",
+                        DOCKERFILE)  # fmt: skip
     assert install, "requirements.txt must be installed under constraints.txt"
     users = [(match.start(), match.group(1)) for match in re.finditer(r"^USER\s+(\S+)$", DOCKERFILE, re.MULTILINE)]
     user_at_install = [user for position, user in users if position < install.start()][-1]
