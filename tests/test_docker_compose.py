@@ -152,8 +152,10 @@ def test_apiserver_publishes_8080_and_serves_the_execution_api():
     variables = env()
     url = urlsplit(variables["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
     assert (url.hostname, url.port, url.path) == ("airflow-apiserver", 8080, "/execution/")
-    # Task tokens are signed and checked by different containers: one shared secret.
-    assert variables["AIRFLOW__API_AUTH__JWT_SECRET"]
+    # Task tokens are signed and checked by different containers: one shared secret, long enough
+    # for HS512 (RFC 7518, 3.2: PyJWT warns in every component's log below 64 bytes).
+    jwt_secret = re.fullmatch(r"\$\{AIRFLOW_JWT_SECRET:-(.+)\}", variables["AIRFLOW__API_AUTH__JWT_SECRET"])
+    assert jwt_secret and len(jwt_secret.group(1).encode()) >= 64
     assert variables["AIRFLOW__CORE__AUTH_MANAGER"].endswith(".SimpleAuthManager")
 
 
