@@ -13,7 +13,7 @@ COUNT ?= 200
 WEIGHTS ?= imagenet
 ENGINE ?= onnx
 
-.PHONY: demo rehearse test test-fast test-slow lint format bench plan lock wheelhouse clean check-java
+.PHONY: demo rehearse test test-fast test-slow test-stack lint format bench plan lock wheelhouse clean check-java
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -49,13 +49,19 @@ demo: $(VENV)/.runtime-installed check-java
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 test: lint $(VENV)/.test-installed check-java
-	$(PYTEST) $(PYTEST_ARGS)
+	$(PYTEST) -m "not stack" $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.test-installed
-	$(PYTEST) -m "not spark and not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not spark and not slow and not stack" $(PYTEST_ARGS)
 
 test-slow: $(VENV)/.test-installed check-java
-	$(PYTEST) -m slow $(PYTEST_ARGS)
+	$(PYTEST) -m "slow and not stack" $(PYTEST_ARGS)
+
+# docker-compose.yaml's services as processes on a real PostgreSQL (README, "Running Airflow with Docker
+# Compose"): opt-in, about 4 minutes; skips, naming the apt-get line, where PostgreSQL's server is missing.
+# One test in this process (-rP prints what it ran and the first lines of the run's featurize log).
+test-stack: $(VENV)/.stack-installed check-java
+	$(BIN)/python -m pytest -m stack -rP tests/test_compose_stack.py $(PYTEST_ARGS)
 
 # Lint and formatting, with Airflow's AIR rules (pyproject.toml); `make format` fixes what it can.
 lint: $(VENV)/.test-installed
