@@ -263,6 +263,11 @@ def test_the_dockerfile_installs_the_files_the_stacks_environment_was_installed_
     assert "-r requirements-stack.txt" in makefile.split("\nlock:")[1].split("\n\n")[0]  # `make lock` keeps the pins
 
 
+def test_the_readme_and_ci_install_what_the_skip_message_names():
+    assert APT_INSTALL in (ROOT / "README.md").read_text()
+    assert APT_INSTALL in (ROOT / ".ci" / "run").read_text()
+
+
 # --- The stack itself ---------------------------------------------------------------------------
 
 DAG_ID = "fruits_features"
