@@ -323,7 +323,7 @@ def test_the_compose_services_run_the_dag_on_postgresql():
     assert sorted(csv["path"]) == sorted(f"file:{path}" for path in images) == sorted(features["path"])
     assert len(csv.columns) == report["pca"]["k"] + 2 and features["features"].map(len).eq(1280).all()
     assert latest["run_key"] == folder.name  # the last good run, for the next night
-    assert any("featurize done: images=6 featurised=6 errors=0" in line for line in featurize_log)
+    assert any(f"featurize done: images={IMAGES} featurised={IMAGES} errors=0" in line for line in featurize_log)
     assert stack.swept == [], "processes outlived their service's stop"
     assert marked_processes(marker) == []  # nothing the stack started is left
 
