@@ -30,11 +30,13 @@ ENV JAVA_HOME=/usr/lib/jvm/java-17-openjdk
 # Python packages go into the airflow user's environment (~/.local): the image refuses `pip install`
 # as root. requirements.txt pins apache-airflow to the base image's version, so pip keeps the
 # installed Airflow; constraints.txt pins the rest of the tree exactly as in the tested .venv.
+# requirements-stack.txt: the PostgreSQL drivers `make test-stack` ran the compose services with.
 USER airflow
-COPY --chown=airflow:0 requirements.txt constraints.txt /opt/fruitflow/
+COPY --chown=airflow:0 requirements.txt requirements-stack.txt constraints.txt /opt/fruitflow/
 RUN grep -qx "apache-airflow==${AIRFLOW_VERSION}" /opt/fruitflow/requirements.txt \
         || { echo "requirements.txt does not pin apache-airflow==${AIRFLOW_VERSION} (the base image)" >&2; exit 1; } \
-    && pip install --no-cache-dir -r /opt/fruitflow/requirements.txt -c /opt/fruitflow/constraints.txt
+    && pip install --no-cache-dir -r /opt/fruitflow/requirements.txt -r /opt/fruitflow/requirements-stack.txt \
+        -c /opt/fruitflow/constraints.txt
 
 # The pipeline's code, so that the image runs on its own; docker-compose.yaml bind-mounts the
 # same folders over these for live editing.

@@ -13,7 +13,7 @@ COUNT ?= 200
 WEIGHTS ?= imagenet
 ENGINE ?= onnx
 
-.PHONY: demo rehearse test test-fast test-slow lint format bench plan lock wheelhouse clean check-java
+.PHONY: demo rehearse test test-fast test-slow test-stack lint format bench plan lock wheelhouse clean check-java
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -27,6 +27,11 @@ $(VENV)/.runtime-installed: requirements.txt constraints.txt | $(BIN)/python
 
 $(VENV)/.test-installed: requirements-test.txt constraints.txt $(VENV)/.runtime-installed
 	$(PIP) install --quiet --log $(PIP_LOG) -r requirements-test.txt -c constraints.txt
+	@touch $@
+
+# PostgreSQL's drivers, which the Docker image has too (the Dockerfile installs the same file).
+$(VENV)/.stack-installed: requirements-stack.txt constraints.txt $(VENV)/.test-installed
+	$(PIP) install --quiet --log $(PIP_LOG) -r requirements-stack.txt -c constraints.txt
 	@touch $@
 
 check-java:
@@ -44,13 +49,19 @@ demo: $(VENV)/.runtime-installed check-java
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 test: lint $(VENV)/.test-installed check-java
-	$(PYTEST) $(PYTEST_ARGS)
+	$(PYTEST) -m "not stack" $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.test-installed
-	$(PYTEST) -m "not spark and not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not spark and not slow and not stack" $(PYTEST_ARGS)
 
 test-slow: $(VENV)/.test-installed check-java
-	$(PYTEST) -m slow $(PYTEST_ARGS)
+	$(PYTEST) -m "slow and not stack" $(PYTEST_ARGS)
+
+# docker-compose.yaml's services as processes on a real PostgreSQL (README, "Running Airflow with Docker
+# Compose"): opt-in, about 4 minutes; skips, naming the apt-get line, where PostgreSQL's server is missing.
+# One test in this process (-rP prints what it ran and the first lines of the run's featurize log).
+test-stack: $(VENV)/.stack-installed check-java
+	$(BIN)/python -m pytest -m stack -rP tests/test_compose_stack.py $(PYTEST_ARGS)
 
 # Lint and formatting, with Airflow's AIR rules (pyproject.toml); `make format` fixes what it can.
 lint: $(VENV)/.test-installed
@@ -82,7 +93,7 @@ plan: $(VENV)/.runtime-installed
 lock:
 	rm -rf build/lock-venv
 	$(PYTHON) -m venv build/lock-venv
-	build/lock-venv/bin/pip install --quiet -r requirements.txt -r requirements-test.txt
+	build/lock-venv/bin/pip install --quiet -r requirements.txt -r requirements-test.txt -r requirements-stack.txt
 	build/lock-venv/bin/pip freeze --exclude-editable | sort > constraints.txt
 	build/lock-venv/bin/python scripts/cluster_constraints.py
 	rm -rf build/lock-venv
