@@ -260,6 +260,11 @@ def scale_section(report: Report) -> list[str]:
             number(second.peak_megabytes, 0),
         ])  # fmt: skip
     header = ["job", "night 1 wall s", "night 1 peak MB", "night 2 wall s", "/ night 1", "night 2 peak MB"]
+    parts = [
+        [f"`{step.name}`", night.label, night.jobs[step.name].largest_parts()]
+        for step in PIPELINE
+        for night in report.scale
+    ]
     return [
         title,
         "",
@@ -269,6 +274,10 @@ def scale_section(report: Report) -> list[str]:
         f"{LocalSettings().driver_memory}); peak MB as above, over each job's whole process tree.",
         "",
         *table(header, rows),
+        "",
+        "At each peak (MB per process):",
+        "",
+        *table(["job", "night", "processes"], parts),
     ]
 
 

@@ -20,7 +20,20 @@ from fruitflow_pipeline.steps import PIPELINE
 @dataclass(frozen=True)
 class ScaleJob:
     timing: JobTiming
-    peak_megabytes: float
+    peak: PeakMemory
+
+    @property
+    def peak_megabytes(self) -> float:
+        return self.peak.megabytes
+
+    def largest_parts(self) -> str:
+        """``java 1,830 + python3.11 610 + 605``: the processes of 50 MB or more at the peak, largest first."""
+        parts = sorted(self.peak.processes.items(), key=lambda item: -sum(item[1]))
+        return " + ".join(
+            f"{name} {' + '.join(f'{size / 1e6:,.0f}' for size in sorted(sizes, reverse=True) if size >= 50e6)}"
+            for name, sizes in parts
+            if max(sizes) >= 50e6
+        )
 
 
 @dataclass(frozen=True)
@@ -40,7 +53,7 @@ def run_night(label: str, run: PipelineRun, logs: Path) -> ScaleNight:
     jobs = {}
     for step in PIPELINE:
         peak = PeakMemory()
-        jobs[step.name] = ScaleJob(run_step(step, run, logs, peak), peak.megabytes)
+        jobs[step.name] = ScaleJob(run_step(step, run, logs, peak), peak)
     metrics = FeaturizeMetrics.from_json(Path(run.metrics_uri(PIPELINE[0].name)).read_text())
     return ScaleNight(label, metrics.images, metrics.model_rows, jobs)
 
