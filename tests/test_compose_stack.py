@@ -295,7 +295,7 @@ def test_the_compose_services_run_the_dag_on_postgresql():
         nightly_states = {ti["task_id"]: ti["state"] for ti in api.task_instances(DAG_ID, nightly["dag_run_id"])}
         nightly_log = "\n".join(api.task_log(DAG_ID, nightly["dag_run_id"], "validate_params", 1))
 
-        images = generate_images(stack.home / "data" / "images" / "Training", IMAGES, seed=0)
+        images = generate_images(stack.home / "data" / "images", IMAGES, seed=0)
         # ImageNet's download is out of reach here: the random weights (the form's only other non-file choice).
         run = trigger_and_wait(api, DAG_ID, {"weights": "random"}, 900, stack.alive())
         run_id = run["dag_run_id"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from fruitflow.contract import DEFAULT_ENGINE, ENGINE_ONNX, ENGINE_TENSORFLOW
 from fruitflow.onnx_model import OPSET
 from fruitflow_bench import ROOT
-from fruitflow_bench.jobs import JobTiming, MemoryResult, marginal_rate, start_up, three_job_wall
+from fruitflow_bench.jobs import FEATURIZE, JobTiming, MemoryResult, marginal_rate, start_up, three_job_wall
 from fruitflow_bench.machine import cpu_info, versions
 from fruitflow_bench.memory import MEMORY_SAMPLE_SECONDS
 from fruitflow_bench.nightly import NightlyRun
@@ -372,7 +372,7 @@ def targets_section(report: Report) -> list[str]:
     ]
     if report.scale:
         full, changed = report.scale
-        share = ratio(changed.jobs["featurize"].timing.wall_seconds, full.jobs["featurize"].timing.wall_seconds)
+        share = ratio(changed.jobs[FEATURIZE.name].timing.wall_seconds, full.jobs[FEATURIZE.name].timing.wall_seconds)
         rows.append([
             f"1 %-changed night's featurize wall ≤ {SCALE_NIGHT_SHARE_TARGET:.0%} of the full night's "
             f"({full.images:,} images)",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fruitflow.contract import FeaturizeMetrics
 from fruitflow.sample_images import generate_images
-from fruitflow_bench.jobs import JobTiming, pipeline_run, run_step
+from fruitflow_bench.jobs import FEATURIZE, JobTiming, pipeline_run, run_step
 from fruitflow_bench.memory import PeakMemory
 from fruitflow_bench.workload import IMAGE_SEED, image_folder
 from fruitflow_pipeline.run import PipelineRun
@@ -43,10 +43,6 @@ class ScaleNight:
     through_network: int
     jobs: dict[str, ScaleJob]  # step name -> its run
 
-    @property
-    def wall_seconds(self) -> float:
-        return sum(job.timing.wall_seconds for job in self.jobs.values())
-
 
 def run_night(label: str, run: PipelineRun, logs: Path) -> ScaleNight:
     shutil.rmtree(run.uri, ignore_errors=True)
@@ -54,7 +50,7 @@ def run_night(label: str, run: PipelineRun, logs: Path) -> ScaleNight:
     for step in PIPELINE:
         peak = PeakMemory()
         jobs[step.name] = ScaleJob(run_step(step, run, logs, peak), peak)
-    metrics = FeaturizeMetrics.from_json(Path(run.metrics_uri(PIPELINE[0].name)).read_text())
+    metrics = FeaturizeMetrics.from_json(Path(run.metrics_uri(FEATURIZE.name)).read_text())
     return ScaleNight(label, metrics.images, metrics.model_rows, jobs)
 
 

@@ -146,8 +146,9 @@ def missing_file_error(length: int | None) -> str:
     return "file could not be read (I/O error while scanning; see the Spark driver log)"
 
 
-def binary_files(spark, partitions: int):
-    """A binaryFile reader that spreads its files over about ``partitions`` tasks.
+def binary_files(spark, partitions: int, paths: str | list[str], **options: str):
+    """binaryFile rows (path, modification_time, length, content) of ``paths``, spread over about
+    ``partitions`` tasks; the bytes are read only where ``content`` is used.
 
     Spark packs files into a task by bytes, charging each file a 4 MB "open cost" by default:
     a thousand 5 KB images would make dozens of tiny tasks, each paying to start TensorFlow.
@@ -156,12 +157,13 @@ def binary_files(spark, partitions: int):
     """
     spark.conf.set("spark.sql.files.openCostInBytes", str(64 * 1024))
     spark.conf.set("spark.sql.files.minPartitionNum", str(partitions))
-    return spark.read.format("binaryFile").option("pathGlobFilter", IMAGE_GLOB).option("ignoreCorruptFiles", "true")
+    reader = spark.read.format("binaryFile").option("pathGlobFilter", IMAGE_GLOB).option("ignoreCorruptFiles", "true")
+    return reader.options(**options).load(paths).withColumnRenamed("modificationTime", "modification_time")
 
 
 def read_images(spark, folder: str, partitions: int):
-    """The image files under ``folder`` as binaryFile rows; their bytes are read only where ``content`` is used."""
-    return binary_files(spark, partitions).option("recursiveFileLookup", "true").load(folder)
+    """The image files under ``folder``, as ``binary_files`` rows."""
+    return binary_files(spark, partitions, folder, recursiveFileLookup="true")
 
 
 def literal_glob(uri: str) -> str:
@@ -181,13 +183,13 @@ def read_files(spark, uris: Sequence[str], partitions: int):
     present = list(uris)
     while present:
         try:
-            return binary_files(spark, partitions).load([literal_glob(uri) for uri in present])
+            return binary_files(spark, partitions, [literal_glob(uri) for uri in present])
         except AnalysisException as error:
             still_there = [uri for uri in present if hadoop_fs.exists(spark, uri)]
             if error.getErrorClass() != "PATH_NOT_FOUND" or len(still_there) == len(present):
                 raise
             present = still_there
-    return spark.createDataFrame([], "path string, modificationTime timestamp, length long, content binary")
+    return spark.createDataFrame([], "path string, modification_time timestamp, length long, content binary")
 
 
 KEY = ["path", "length", "modification_time"]  # a file is unchanged while all three are
@@ -212,7 +214,7 @@ def extract_images(spark, args: FeaturizeArguments):
     listed = sorted({normalize_uri(uri) for uri in images.inputFiles()})
     if not listed:
         raise JobError(f"no images found under {args.images} (looked for {', '.join(IMAGE_EXTENSIONS)}, any case)")
-    return images.withColumnRenamed("modificationTime", "modification_time"), listed
+    return images, listed
 
 
 def partitions(spark, args: FeaturizeArguments) -> int:
@@ -388,9 +390,7 @@ def run(spark, args: FeaturizeArguments) -> FeaturizeMetrics:
             "carried over from %s: %d unchanged images; %d new and %d changed go through the network, %d removed",
             args.previous_features, plan.reused, plan.new, plan.changed, plan.removed,
         )  # fmt: skip
-        images = read_files(spark, plan.to_read, partitions(spark, args)).withColumnRenamed(
-            "modificationTime", "modification_time"
-        )
+        images = read_files(spark, plan.to_read, partitions(spark, args))
     rows_seen = spark.sparkContext.accumulator(0)
     # On disk only: the second pass over the network's results (the counts, the errors) reads them
     # back without the driver's heap holding them, however many images the bucket has.
