@@ -37,9 +37,9 @@ INSTANCE_TYPES = {
     "r5.4xlarge": InstanceType(16, 122880),
 }
 # Peak RSS of one featurize Python worker (2 threads) inside the job, measured on the local target:
-# ONNX Runtime 632 MB at batch 32 and 1,002 MB at 64; TensorFlow (oneDNN on) 1,020 MB at batch 16
-# and 1,875 MB at 64. The activations of a batch dominate: per engine, a line through both
-# points, rounded up: (MB without a batch, MB per image of the batch).
+# ONNX Runtime 632 MB at batch 32 and 1,002 MB at 64 (414 MB at 16, below the line); TensorFlow
+# (oneDNN on) 1,020 MB at batch 16 and 1,875 MB at 64. The activations of a batch dominate: per
+# engine, a line through both points, rounded up: (MB without a batch, MB per image of the batch).
 WORKER_MEMORY_MB = {ENGINE_ONNX: (260, 12), ENGINE_TENSORFLOW: (740, 18)}
 WORKER_MARGIN = 1.25
 JVM_OVERHEAD_MB = 384  # Spark's minimum overhead: the executor JVM's own off-heap memory

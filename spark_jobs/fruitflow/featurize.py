@@ -180,6 +180,9 @@ def read_files(spark, uris: Sequence[str], partitions: int):
     """
     from pyspark.errors import AnalysisException
 
+    # Spark lists more than a few dozen paths with a job of one task per path by default: 900
+    # tasks and 3 s for a 1 % night's 900 files on 2 cores, where a task per partition does as well.
+    spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.parallelism", str(partitions))
     present = list(uris)
     while present:
         try:
@@ -205,13 +208,20 @@ def files_the_scan_skipped(spark, listed: list[str], processed) -> list[str]:
     return [row.path for row in listed_paths.join(processed, "path", "left_anti").collect()]
 
 
+def input_files(spark, frame) -> list[str]:
+    """``frame.inputFiles()`` (percent-encoded URIs) in one call to the JVM: PySpark's fetches the
+    array one element per call, 7 s for 90,000 files."""
+    joined = spark.sparkContext._jvm.org.apache.hadoop.util.StringUtils.join("\0", frame._jdf.inputFiles())
+    return joined.split("\0") if joined else []
+
+
 def extract_images(spark, args: FeaturizeArguments):
     """The image files under --images as (path, length, modification_time, content) rows, and their
     listing (decoded URIs). Their bytes are read only where ``content`` is used."""
     if not hadoop_fs.exists(spark, args.images):
         raise JobError(f"images folder {args.images} does not exist")
     images = read_images(spark, args.images, partitions(spark, args))
-    listed = sorted({normalize_uri(uri) for uri in images.inputFiles()})
+    listed = sorted({normalize_uri(uri) for uri in input_files(spark, images)})
     if not listed:
         raise JobError(f"no images found under {args.images} (looked for {', '.join(IMAGE_EXTENSIONS)}, any case)")
     return images, listed
@@ -309,6 +319,8 @@ def carry_over(spark, images, listed: list[str], previous) -> Reuse:
     previous_keys = previous_features.select(*KEY, F.lit("features").alias("output")).unionByName(
         previous_errors.select(*KEY, F.lit("errors").alias("output"))
     )
+    # Through Arrow: built from Python rows, the two frames took 5 s of a 1 % night's planning on 90,000 images.
+    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
     plan = plan_reuse(listing.toPandas(), listed, previous_keys.toPandas())
     return Reuse(
         plan=plan,

@@ -190,7 +190,7 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
     assert argument(featurize_args, "--engine") == "onnx"
     assert argument(featurize_args, "--model-cache") == f"s3://{BUCKET}/results/_models"  # shared by every run
     defaults = next(c for c in request["Configurations"] if c["Classification"] == "spark-defaults")["Properties"]
-    assert (defaults["spark.executor.cores"], defaults["spark.executor.memoryOverhead"]) == ("4", "3604m")
+    assert (defaults["spark.executor.cores"], defaults["spark.executor.memoryOverhead"]) == ("4", "2644m")
     assert argument(added["Steps"][1]["HadoopJarStep"]["Args"], "--variance") == "0.95"
     assert argument(added["Steps"][2]["HadoopJarStep"]["Args"], "--output") == f"{run_uri}/pca_features.csv"
 
@@ -199,7 +199,7 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
     assert cluster["ReleaseLabel"] == "emr-7.10.0"
 
     report = read_json(f"results/{plan['run']['key']}/report.json")
-    plan_line = "2 nodes x 2 executors x 4 cores = 16 task slots with 3.5 GB Python memory and 8.5 GB heap per executor"
+    plan_line = "2 nodes x 2 executors x 4 cores = 16 task slots with 2.6 GB Python memory and 9.4 GB heap per executor"
     assert report["executor_plan"] == plan_line
     assert f"executor plan: {plan_line}" in capfd.readouterr().out  # create_cluster's log
     assert report["status"] == "succeeded"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fruitflow.contract import ExplainedVariance, ExportCsvMetrics, FeaturizeMetrics, PcaMetrics
+from fruitflow.contract import DEFAULT_BATCH_SIZE, ExplainedVariance, ExportCsvMetrics, FeaturizeMetrics, PcaMetrics
 from fruitflow_pipeline.cluster import ClusterShape, job_flow_spec, worker_groups
 from fruitflow_pipeline.code_bundle import build_bundle, code_version
 from fruitflow_pipeline.params import InvalidParams, validate_run
@@ -210,7 +210,7 @@ def test_job_flow_spec_is_a_transient_cluster_that_cleans_up_after_itself():
     assert re.fullmatch(r"[\w .:/=+\-@]+", executors.describe())  # EMR refuses other characters in tags
 
 
-ONNX_WORKER_MB = python_worker_mb("onnx", 32)  # the default engine and batch size
+ONNX_WORKER_MB = python_worker_mb("onnx", DEFAULT_BATCH_SIZE)  # the default engine and batch size
 
 
 def test_python_worker_memory_follows_the_engine_and_the_batch():
@@ -224,15 +224,15 @@ def test_default_shape_gives_every_core_a_task_and_each_python_worker_its_memory
     plan = plan_executors([("m5.2xlarge", 2), ("m5.2xlarge", 0)], ONNX_WORKER_MB)
     # m5.2xlarge: 8 vCPUs, 24576 MB of YARN memory: two executors of 4 cores and 12288 MB each.
     assert (plan.executors, plan.executor_cores, plan.task_slots, plan.partitions) == (4, 4, 16, 64)
-    assert plan.overhead_mb == 4 * 805 + 384  # a 644 MB ONNX Runtime worker per core, +25%, + the JVM's own
+    assert plan.overhead_mb == 4 * 565 + 384  # a 452 MB ONNX Runtime worker per core, +25%, + the JVM's own
     assert plan.heap_mb + plan.overhead_mb == 12288
     assert plan.spark_defaults() == {
         "spark.executor.cores": "4",
-        "spark.executor.memory": "8684m",
-        "spark.executor.memoryOverhead": "3604m",
+        "spark.executor.memory": "9644m",
+        "spark.executor.memoryOverhead": "2644m",
     }
     assert plan.describe() == (
-        "2 nodes x 2 executors x 4 cores = 16 task slots with 3.5 GB Python memory and 8.5 GB heap per executor"
+        "2 nodes x 2 executors x 4 cores = 16 task slots with 2.6 GB Python memory and 9.4 GB heap per executor"
     )
     tensorflow = plan_executors([("m5.2xlarge", 2)], python_worker_mb("tensorflow", 64))
     assert (tensorflow.task_slots, tensorflow.overhead_mb, tensorflow.heap_mb) == (16, 4 * 2365 + 384, 2444)
@@ -244,11 +244,11 @@ def test_memory_rich_and_mixed_shapes():
     mixed = plan_executors([("m5.2xlarge", 2), ("m5.4xlarge", 4)], ONNX_WORKER_MB)  # one executor size fits both
     assert (mixed.executors, mixed.task_slots) == (2 * 2 + 4 * 4, 80)
     assert mixed.heap_mb + mixed.overhead_mb == 12288  # what the tighter m5.2xlarge allows
-    assert mixed.describe().startswith("20 executors x 4 cores on 6 nodes = 80 task slots with 3.5 GB")
+    assert mixed.describe().startswith("20 executors x 4 cores on 6 nodes = 80 task slots with 2.6 GB")
     small = plan_executors([("m5.xlarge", 1)], ONNX_WORKER_MB)
-    assert (small.executors, small.executor_cores, small.heap_mb) == (1, 4, 12288 - 3604)
-    # c5.4xlarge (1.5 GB per vCPU) holds ONNX Runtime workers of smaller batches.
-    compute = plan_executors([("c5.4xlarge", 2)], python_worker_mb("onnx", 16))
+    assert (small.executors, small.executor_cores, small.heap_mb) == (1, 4, 12288 - 2644)
+    # c5.4xlarge (1.5 GB per vCPU) holds ONNX Runtime workers of the default batch, not of 64 (below).
+    compute = plan_executors([("c5.4xlarge", 2)], ONNX_WORKER_MB)
     assert (compute.executors, compute.task_slots, compute.heap_mb) == (8, 32, 6144 - (4 * 565 + 384))
 
 

@@ -34,7 +34,7 @@ def test_default_plan_shows_executors_steps_and_the_request_for_the_nightly_run(
     plan = render_plan(Settings.from_env({}), {}, MOMENT)
     assert "run 20261126T020000Z" in plan
     assert (
-        "Executors: 2 nodes x 2 executors x 4 cores = 16 task slots with 3.5 GB Python memory and 8.5 GB heap "
+        "Executors: 2 nodes x 2 executors x 4 cores = 16 task slots with 2.6 GB Python memory and 9.4 GB heap "
         "per executor" in plan
     )
     assert "Featurize tasks: 64" in plan

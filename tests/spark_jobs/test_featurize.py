@@ -246,6 +246,28 @@ def test_mixed_folder_loses_no_file(spark, mixed_folder, tmp_path, model_cache):
 
 
 @pytest.mark.spark
+def test_the_networks_results_are_kept_on_disk_never_in_the_heap(
+    spark, fruit_images, tmp_path, model_cache, monkeypatch
+):
+    # Their second reading (the counts, the errors) once made the heap hold them: a 1 GB driver
+    # ran out of memory on 90,000 images. What is persisted while the outputs are written shows it.
+    persisted = []
+    write_outputs = featurize.load_outputs
+
+    def load_outputs_then_look(session, *args):
+        counts = write_outputs(session, *args)
+        storage = session.sparkContext._jsc.sc().getRDDStorageInfo()
+        persisted.extend((info.name(), info.memSize(), info.diskSize()) for info in storage)
+        return counts
+
+    monkeypatch.setattr(featurize, "load_outputs", load_outputs_then_look)
+    assert run_featurize(fruit_images, tmp_path, "--model-cache", model_cache) == 0
+
+    (results,) = [(memory, disk) for name, memory, disk in persisted if "featurize_images" in name]
+    assert results[0] == 0 and results[1] > 30 * FEATURE_DIM  # 30 images' features, all on disk
+
+
+@pytest.mark.spark
 def test_rerun_replaces_the_previous_outputs(spark, fruit_images, tmp_path, model_cache):
     few = tmp_path / "few"
     shutil.copytree(fruit_images / "Training" / "Lemon", few / "Lemon")

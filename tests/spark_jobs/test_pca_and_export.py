@@ -117,6 +117,31 @@ def test_csv_quotes_awkward_names_so_pandas_reads_them_back(spark, tmp_path):
 
 
 @pytest.mark.spark
+def test_the_python_workers_get_batches_of_at_most_rows_per_batch(spark, tmp_path, monkeypatch):
+    # Spark's default of 10,000 rows per batch made each worker hold 400 MB on 90,000 images.
+    cap = 16
+    partition_moments = pca._partition_moments
+
+    def moments_of_capped_batches(batches):
+        def checked():
+            for batch in batches:
+                if len(batch) > cap:
+                    raise ValueError(f"a batch of {len(batch)} rows")
+                yield batch
+
+        return partition_moments(checked())
+
+    monkeypatch.setattr(pca, "_partition_moments", moments_of_capped_batches)
+    features = write_features(spark, tmp_path / "features", [f"s3://b/C{i % 3}/{i}.jpg" for i in range(100)], dims=8)
+    monkeypatch.setattr(pca, "ROWS_PER_BATCH", cap)
+    assert pca.main(["--features", features, *pca_outputs(tmp_path), "--metrics", str(tmp_path / "pca.json")]) == 0
+    assert json.loads((tmp_path / "pca.json").read_text())["images"] == 100
+    monkeypatch.setattr(pca, "ROWS_PER_BATCH", 10_000)  # the check itself is in force
+    with pytest.raises(Exception, match="a batch of 50 rows"):
+        pca.main(["--features", features, *pca_outputs(tmp_path)])
+
+
+@pytest.mark.spark
 def test_fewer_images_than_dimensions_work(spark, tmp_path):
     features = write_features(spark, tmp_path / "features", [f"s3://b/C{i % 2}/{i}.jpg" for i in range(5)])
     assert pca.main(["--features", features, *pca_outputs(tmp_path), "--variance", "1.0"]) == 0
