@@ -18,7 +18,7 @@ from fruitflow_bench.nightly import measure_nightly
 from fruitflow_bench.raw_engines import ENGINE_NAMES, measure_raw, raw_throughput
 from fruitflow_bench.reference import run_reference
 from fruitflow_bench.report import Report, render
-from fruitflow_bench.scale import measure_scale
+from fruitflow_bench.scale import BASELINE_IMAGES, measure_scale
 from fruitflow_bench.workload import image_folder
 from fruitflow_pipeline.run import PipelineRun
 from fruitflow_pipeline.steps import PIPELINE
@@ -87,7 +87,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=count_or_zero,
         default=0,
         help="images for the scale rows (`make bench BENCH_SCALE=90000`): the three jobs with the DAG's settings "
-        "on all of them, then with 1%% changed, each job's wall and peak memory; 0 skips them (default %(default)s)",
+        "on all of them, then with 1%% changed, each job's wall and peak memory, and the same on 10,000 images "
+        "to compare the peaks with; 0 skips them (default %(default)s)",
     )
     parser.add_argument(
         "--reference-images",
@@ -170,10 +171,10 @@ def benchmark(args: argparse.Namespace) -> Report:
         progress(f"nightly runs of the local DAG on {args.nightly_images} images: full, 1 % changed, unchanged")
         nightly = measure_nightly(workdir, args.nightly_images, model_cache, logs)
 
-    scale = []
-    if args.scale_images:
-        progress(f"scale: the three jobs on {args.scale_images} images, then with 1 % changed, sampling memory")
-        scale = measure_scale(workdir, args.scale_images, results, version, logs)
+    scale = {}
+    for count in sorted({min(BASELINE_IMAGES, args.scale_images), args.scale_images} - {0}):
+        progress(f"scale: the three jobs on {count} images, then with 1 % changed, sampling memory")
+        scale[count] = measure_scale(workdir, count, results, version, logs)
 
     reference = reference_metrics = None
     if not args.skip_reference:

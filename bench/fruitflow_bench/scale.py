@@ -1,6 +1,7 @@
 """Fruits-360 scale on one machine: the three jobs through spark-submit with the DAG's settings on
 every image, then on a night where 1 % of them changed (half new files, half rewritten), each job's
-wall and its process tree's peak memory."""
+wall and its process tree's peak memory; the same at 10,000 images, the size whose peaks the large
+bucket's are compared with (memory that does not grow with the bucket)."""
 
 from __future__ import annotations
 
@@ -36,12 +37,20 @@ class ScaleJob:
         )
 
 
+BASELINE_IMAGES = 10_000
+
+
 @dataclass(frozen=True)
 class ScaleNight:
     label: str
     images: int
     through_network: int
     jobs: dict[str, ScaleJob]  # step name -> its run
+
+
+def peak_megabytes(nights: list[ScaleNight], step_name: str) -> float:
+    """The step's highest peak over ``nights``."""
+    return max(night.jobs[step_name].peak_megabytes for night in nights)
 
 
 def run_night(label: str, run: PipelineRun, logs: Path) -> ScaleNight:
@@ -69,7 +78,7 @@ def change_one_percent(images: Path, others_folder: Path) -> int:
 
 def measure_scale(workdir: Path, count: int, results: Path, version: str, logs: Path) -> list[ScaleNight]:
     """Night 1 on ``count`` images, then night 2 with 1 % of them changed, carrying the rest over."""
-    base = workdir / "scale"
+    base = workdir / "scale" / str(count)
     shutil.rmtree(base, ignore_errors=True)
     images = base / "images"
     shutil.copytree(image_folder(workdir, count), images)
