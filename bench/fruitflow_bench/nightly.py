@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from demo import airflow_environment, run_dag
+from demo import airflow_environment, deployment_defaults, run_dag
 
 from fruitflow.contract import WEIGHTS_RANDOM
 from fruitflow.sample_images import generate_images
@@ -30,7 +30,9 @@ def run_nightly(label: str, day: int, images: Path, results: Path, airflow_home:
     conf = {"images_uri": str(images), "results_uri": str(results), "weights": WEIGHTS_RANDOM}
     log = logs / f"nightly-{day}.log"
     started = time.monotonic()
-    code = run_dag(airflow_environment(airflow_home), f"2026-11-{day:02d}T02:00:00+00:00", conf, log)
+    # A deployment whose runs may read and write these folders, as `make demo` sets it up.
+    environment = airflow_environment(airflow_home) | deployment_defaults(str(images), str(results), WEIGHTS_RANDOM)
+    code = run_dag(environment, f"2026-11-{day:02d}T02:00:00+00:00", conf, log)
     wall = time.monotonic() - started
     report = json.loads((results / f"202611{day:02d}T020000Z" / "report.json").read_text())
     if code or report["status"] not in ("succeeded", "unchanged"):
