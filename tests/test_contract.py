@@ -12,7 +12,7 @@ from typing import get_type_hints
 
 import pytest
 
-from fruitflow.contract import DEFAULT_BATCH_SIZE, ExplainedVariance, FeaturizeArguments, FeaturizeMetrics
+from fruitflow.contract import ExplainedVariance, FeaturizeArguments, FeaturizeMetrics
 from fruitflow_pipeline.run import PipelineRun
 from fruitflow_pipeline.settings import LocalSettings
 from fruitflow_pipeline.steps import PIPELINE, emr_step, local_command, step_named
@@ -117,8 +117,7 @@ def test_metrics_and_explained_variance_round_trip_and_refuse_a_missing_key():
 
 def test_defaults_and_required_flags_come_from_the_contract(capsys):
     parsed = FeaturizeArguments.parse(["--images", "/i", "--output", "/f", "--errors", "/e"])
-    assert (parsed.weights, parsed.partitions, parsed.metrics) == ("imagenet", None, None)
-    assert parsed.batch_size == DEFAULT_BATCH_SIZE
+    assert (parsed.weights, parsed.batch_size, parsed.partitions, parsed.metrics) == ("imagenet", 16, None, None)
     with pytest.raises(SystemExit):
         FeaturizeArguments.parse(["--images", "/i", "--output", "/f"])
     assert "the following arguments are required: --errors" in capsys.readouterr().err
