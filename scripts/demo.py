@@ -100,6 +100,7 @@ def summary(report: dict, run_folder: str) -> str:
         f"k:       {pca['k']} components explain {pca['explained_variance']:.1%} of the variance",
         f"\nCSV:     {run_folder}/pca_features.csv",
         f"plot:    {run_folder}/explained_variance.png",
+        f"scatter: {run_folder}/pca_scatter.png",
         f"report:  {run_folder}/report.json",
     ])  # fmt: skip
 

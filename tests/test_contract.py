@@ -90,7 +90,7 @@ def test_every_path_the_dag_reads_is_an_argument_of_the_job_that_writes_it():
         if name not in INPUTS_AND_KNOBS
     }
     assert {run.features_uri, run.errors_uri, run.pca_uri, run.csv_uri, run.explained_variance_uri, run.plot_uri,
-            *(run.metrics_uri(step.name) for step in PIPELINE)} == written  # fmt: skip
+            run.scatter_uri, *(run.metrics_uri(step.name) for step in PIPELINE)} == written  # fmt: skip
 
 
 def test_metrics_and_explained_variance_round_trip_and_refuse_a_missing_key():

@@ -48,6 +48,7 @@ def test_make_demo_runs_the_dag_and_reports_where_the_results_are(tmp_path, seed
     assert "model cache: using" in task_log
     assert f"CSV:     {run_folder / 'pca_features.csv'}" in demo.stdout
     assert f"plot:    {run_folder / 'explained_variance.png'}" in demo.stdout
+    assert f"scatter: {run_folder / 'pca_scatter.png'}" in demo.stdout
     for task in (
         "validate_params",
         "empty_run_folder",
@@ -66,6 +67,7 @@ def test_make_demo_runs_the_dag_and_reports_where_the_results_are(tmp_path, seed
     assert list(csv.columns[:3]) == ["path", "label", "pc_1"] and len(csv.columns) == report["pca"]["k"] + 2
     assert csv["label"].nunique() == 10
     assert (run_folder / "explained_variance.png").read_bytes().startswith(b"\x89PNG")
+    assert (run_folder / "pca_scatter.png").read_bytes().startswith(b"\x89PNG")
     assert report["status"] == "succeeded" and report["target"] == "local"
 
 

@@ -61,6 +61,7 @@ def summarise_outputs(run: PipelineRun, storage: Storage) -> dict:
             "csv": run.csv_uri,
             "explained_variance": run.explained_variance_uri,
             "plot": run.plot_uri,
+            "scatter": run.scatter_uri,
         },
     }
 

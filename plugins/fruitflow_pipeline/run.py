@@ -77,6 +77,10 @@ class PipelineRun:
         return join_uri(self.uri, "explained_variance.png")
 
     @property
+    def scatter_uri(self) -> str:
+        return join_uri(self.uri, "pca_scatter.png")
+
+    @property
     def report_uri(self) -> str:
         return join_uri(self.uri, "report.json")
 

@@ -58,6 +58,7 @@ def _pca_arguments(run: PipelineRun) -> PcaArguments:
         output=run.pca_uri,
         explained_variance=run.explained_variance_uri,
         plot=run.plot_uri,
+        scatter=run.scatter_uri,
         variance=run.variance,
         metrics=run.metrics_uri("pca"),
     )

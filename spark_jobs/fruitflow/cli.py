@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from fruitflow.contract import JobArguments, JobMetrics
@@ -16,6 +16,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("fruitflow")
 
 Arguments = TypeVar("Arguments", bound=JobArguments)
+
+# Spark sizes a Tungsten memory page as execution memory / cores / 16, capped at 64 MB
+# (MemoryManager.defaultPageSizeBytes; SPARK-9411 made it spark.buffer.pageSize): 64 MB with the
+# local 4 GB driver and on EMR's executors. A pandas UDF queues its input rows in such pages until
+# the Python worker returns them, and a task with more rows in flight takes more pages: PCA's
+# driver on 90,000 images peaked at 1,298 MB with 64 MB pages and 886 MB with 1 MB pages
+# (10,000 images: 759 MB). A record larger than a page gets a page of its own size.
+SESSION_DEFAULTS = {"spark.buffer.pageSize": "1m"}
 
 
 class JobError(Exception):
@@ -31,6 +39,29 @@ def configure_logging() -> None:
         log.propagate = False
 
 
+def session_settings(given: Mapping[str, str]) -> dict[str, str]:
+    """The settings a job's session starts with: ``SESSION_DEFAULTS`` except where ``given`` (the
+    spark-submit configuration) already says otherwise."""
+    return {key: value for key, value in SESSION_DEFAULTS.items() if key not in given}
+
+
+def session(name: str) -> SparkSession:
+    """The running session (its starter chose its settings), or a new one with the job's defaults."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    # A SparkConf made before the JVM is up is empty: starting it first lets SparkConf() read
+    # what spark-submit was given (its --conf and spark-defaults.conf, as JVM system properties).
+    SparkContext._ensure_initialized()
+    builder = SparkSession.builder.appName(name)
+    for key, value in session_settings(dict(SparkConf().getAll())).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
 def run_job(
     arguments: type[Arguments],
     body: Callable[[SparkSession, Arguments], JobMetrics],
@@ -43,11 +74,9 @@ def run_job(
     configure_logging()
     started = time.monotonic()
 
-    from pyspark.sql import SparkSession
-
     from fruitflow import hadoop_fs
 
-    spark = SparkSession.builder.appName(f"fruitflow-{name}").getOrCreate()
+    spark = session(f"fruitflow-{name}")
     try:
         metrics = body(spark, args).timed(time.monotonic() - started)
     except JobError as exc:

@@ -174,6 +174,10 @@ class PcaArguments(JobArguments):
     output: str = flag("Parquet output: path, label, pca")
     explained_variance: str = flag("JSON output: k and the explained variance ratios")
     plot: str = flag("PNG output: the cumulative explained variance, with the threshold and k marked")
+    scatter: str | None = flag(
+        "PNG output: every image (a sample on big runs) on the first two principal components, one colour per label",
+        default=None,
+    )
     variance: float = flag(
         "share of variance the kept components must explain, in (0, 1]",
         default=DEFAULT_VARIANCE,

@@ -6,7 +6,7 @@ centred scatter matrix), the driver merges the summaries pairwise and diagonalis
 rows, persisted on disk, so the features are read from Parquet once and never recomputed.
 
 Extract: the features Parquet. Transform: fit, then project. Load: the reduced Parquet, the
-explained-variance JSON and its plot.
+explained-variance JSON and its plot, and the scatter of the first two components.
 """
 
 from __future__ import annotations
@@ -139,6 +139,62 @@ def variance_plot(report: ExplainedVariance) -> bytes:
     return buffer.getvalue()
 
 
+# At most this many images in the scatter: each label's cloud still shows, the driver collects
+# two floats and a label per point, and matplotlib draws them in about a second.
+SCATTER_POINTS = 5000
+# A legend names the labels up to this many; beyond, it would cover the picture.
+LEGEND_LABELS = 20
+
+
+def scatter_plot(points: pd.DataFrame, report: ExplainedVariance, images: int) -> bytes:
+    """PNG of ``points`` (label, pc_1 and, with k >= 2, pc_2), one colour per label.
+
+    With one component kept there is no second axis: each label gets its own row instead.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    labels = sorted(points["label"].unique())
+    colours = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20" if len(labels) <= 20 else "turbo")
+    ratio = report.explained_variance_ratio
+    figure, axes = plt.subplots(figsize=(8, 6), dpi=100)
+    for index, label in enumerate(labels):
+        group = points[points["label"] == label]
+        y = group["pc_2"] if report.k >= 2 else np.full(len(group), index)
+        colour = colours(index / max(len(labels) - 1, 1)) if len(labels) > 20 else colours(index)
+        axes.scatter(group["pc_1"], y, s=8, alpha=0.7, color=colour, label=label, linewidths=0)
+    axes.set_xlabel(f"principal component 1 ({ratio[0]:.1%} of variance)")
+    if report.k >= 2:
+        axes.set_ylabel(f"principal component 2 ({ratio[1]:.1%} of variance)")
+    else:
+        axes.set_yticks(range(len(labels)) if len(labels) <= LEGEND_LABELS else [])
+        axes.set_yticklabels(labels if len(labels) <= LEGEND_LABELS else [])
+        axes.set_ylabel("label (k = 1: one component kept)")
+    shown = f"{len(points):,} of {images:,} images" if len(points) < images else f"{images:,} images"
+    axes.set_title(f"The first two principal components: {shown}, {len(labels):,} labels")
+    axes.grid(alpha=0.3)
+    if report.k >= 2 and len(labels) <= LEGEND_LABELS:
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), markerscale=2, frameon=False)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def scatter_points(spark, reduced_uri: str, images: int) -> pd.DataFrame:
+    """label, pc_1 and pc_2 of at most ``SCATTER_POINTS`` images of the reduced output (all of them
+    when they are fewer), a seeded sample so reruns draw the same picture."""
+    from pyspark.sql import functions as F
+
+    reduced = spark.read.parquet(reduced_uri)
+    if images > SCATTER_POINTS:
+        reduced = reduced.sample(fraction=SCATTER_POINTS / images, seed=0)
+    columns = [F.col("pca")[index].alias(f"pc_{index + 1}") for index in range(2)]
+    return reduced.select("label", *columns).limit(SCATTER_POINTS).toPandas()
+
+
 # Rows per Arrow batch handed to the Python workers, whatever the bucket's size: at Spark's default
 # of 10,000, each worker held about 400 MB on 90,000 images (a float64 copy of the batch and its
 # centred rows, 100 MB each for 1280-d vectors), against a few MB here.
@@ -217,10 +273,13 @@ def transform(spark, features, pca_fit: PcaFit):
     return features.select("path", "label", to_components("features").alias("pca"))
 
 
-def load(spark, reduced, report: ExplainedVariance, args: PcaArguments) -> None:
+def load(spark, reduced, report: ExplainedVariance, images: int, args: PcaArguments) -> None:
     reduced.write.mode("overwrite").parquet(args.output)
     hadoop_fs.write_bytes(spark, args.explained_variance, report.to_json().encode())
     hadoop_fs.write_bytes(spark, args.plot, variance_plot(report))
+    if args.scatter:
+        points = scatter_points(spark, args.output, images)
+        hadoop_fs.write_bytes(spark, args.scatter, scatter_plot(points, report, images))
 
 
 def run(spark, args: PcaArguments) -> PcaMetrics:
@@ -229,7 +288,7 @@ def run(spark, args: PcaArguments) -> PcaMetrics:
     try:
         pca_fit, rows = fit(features, args)
         report = variance_report(pca_fit, args.variance)
-        load(spark, transform(spark, features, pca_fit), report, args)
+        load(spark, transform(spark, features, pca_fit), report, rows, args)
     finally:
         features.unpersist()
     return PcaMetrics(images=rows, k=pca_fit.k, variance=round(report.explained_variance, 4))

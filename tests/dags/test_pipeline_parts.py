@@ -145,6 +145,7 @@ def test_the_steps_chain_their_outputs():
         pca[pca.index("--explained-variance") + 1] == RUN.explained_variance_uri == f"{RUN.uri}/explained_variance.json"
     )
     assert pca[pca.index("--plot") + 1] == RUN.plot_uri == f"{RUN.uri}/explained_variance.png"
+    assert pca[pca.index("--scatter") + 1] == RUN.scatter_uri == f"{RUN.uri}/pca_scatter.png"
     assert export[export.index("--output") + 1] == RUN.csv_uri
     assert pca[pca.index("--variance") + 1] == "0.9"
     assert featurize[featurize.index("--weights") + 1] == "imagenet"

@@ -209,6 +209,11 @@ def mixed_folder(tmp_path_factory, fruit_images, bomb_png) -> tuple[Path, dict[s
     rgba = io.BytesIO()
     Image.new("RGBA", (80, 80), (20, 200, 20, 128)).save(rgba, format="PNG")
     put("Pêche Jaune/transparent.png", rgba.getvalue(), "features")
+    noise = Image.fromarray(np.random.default_rng(2).integers(0, 256, (1200, 1200, 3), dtype=np.uint8))
+    large = io.BytesIO()
+    noise.save(large, format="JPEG", quality=95)
+    assert large.tell() > 1024 * 1024  # larger than a memory page of the jobs' session (SESSION_DEFAULTS)
+    put("Banana/large.jpg", large.getvalue(), "features")
     put("deep/er/Kiwi/nested.jpg", good[0].read_bytes(), "features")
     put("Banana/empty.jpg", b"", "empty file")
     put("Banana/truncated.jpg", good[0].read_bytes()[:300], "cannot decode image")
@@ -242,7 +247,7 @@ def test_mixed_folder_loses_no_file(spark, mixed_folder, tmp_path, model_cache):
     assert features[uri("Pêche Jaune/transparent.png")].label == "Pêche Jaune"
 
     metrics = json.loads((tmp_path / "metrics" / "featurize.json").read_text())
-    assert (metrics["images"], metrics["featurised"], metrics["errors"]) == (len(matched), 5, 4)
+    assert (metrics["images"], metrics["featurised"], metrics["errors"]) == (len(matched), 6, 4)
 
 
 @pytest.mark.spark

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from fruitflow import export_csv, pca
 from fruitflow.model import FEATURE_DIM
@@ -26,6 +28,7 @@ def run_folder(spark, featurised, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
     shutil.copytree(featurised / "features", out / "features")
     assert pca.main(["--features", str(out / "features"), *pca_outputs(out), "--variance", "0.9",
+                     "--scatter", str(out / "pca_scatter.png"),
                      "--metrics", str(out / "metrics" / "pca.json")]) == 0  # fmt: skip
     assert export_csv.main(["--pca", str(out / "pca"), "--output", str(out / "pca_features.csv"),
                             "--metrics", str(out / "metrics" / "export_csv.json")]) == 0  # fmt: skip
@@ -74,6 +77,46 @@ def test_plot_is_a_png_beside_the_pca_output(run_folder):
     assert not list(run_folder.glob(".*.crc"))
     # The PCA folder stays a readable Parquet dataset: nothing else was written inside it.
     assert {p.suffix for p in (run_folder / "pca").iterdir() if not p.name.startswith((".", "_"))} == {".parquet"}
+
+
+@pytest.mark.spark
+def test_the_scatter_shows_every_image_on_the_first_two_components(spark, run_folder):
+    with Image.open(run_folder / "pca_scatter.png") as png:
+        assert png.format == "PNG" and png.width > 600 and png.height > 400
+    reduced = spark.read.parquet(str(run_folder / "pca")).toPandas()
+    points = pca.scatter_points(spark, str(run_folder / "pca"), len(reduced))
+    expected = sorted((row.label, row.pca[0], row.pca[1]) for row in reduced.itertuples())
+    assert sorted(points.itertuples(index=False, name=None)) == expected
+
+
+@pytest.mark.spark
+def test_the_scatter_of_a_big_run_is_a_repeatable_sample(spark, run_folder, monkeypatch):
+    monkeypatch.setattr(pca, "SCATTER_POINTS", 10)
+    reduced = {(row.label, row.pca[0], row.pca[1]) for row in spark.read.parquet(str(run_folder / "pca")).collect()}
+    points = pca.scatter_points(spark, str(run_folder / "pca"), 30)
+    assert 0 < len(points) <= 10 and set(points.itertuples(index=False, name=None)) <= reduced
+    assert points.equals(pca.scatter_points(spark, str(run_folder / "pca"), 30))
+
+
+def test_the_scatter_gives_each_label_its_colour_and_draws_with_one_component():
+    from fruitflow.contract import ExplainedVariance
+
+    rng = np.random.default_rng(3)
+    points = pd.DataFrame({"label": np.repeat(["Apple", "Banana", "Kiwi"], 50),
+                           "pc_1": rng.normal(size=150), "pc_2": rng.normal(size=150)})  # fmt: skip
+
+    def report(k):
+        return ExplainedVariance(k=k, variance_threshold=0.9, explained_variance=0.9,
+                                 explained_variance_ratio=[0.6, 0.3, 0.1],
+                                 cumulative_explained_variance_ratio=[0.6, 0.9, 1.0])  # fmt: skip
+
+    pixels = np.asarray(Image.open(io.BytesIO(pca.scatter_plot(points, report(2), 150))).convert("RGB"), np.int32)
+    for colour in ("#1f77b4", "#ff7f0e", "#2ca02c"):  # matplotlib's tab10, one per label
+        rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+        blended = 0.7 * rgb + 0.3 * 255  # the points' alpha on the white background
+        assert (np.abs(pixels - blended).max(axis=2) <= 12).sum() > 50, colour
+    with Image.open(io.BytesIO(pca.scatter_plot(points.drop(columns="pc_2"), report(1), 150))) as one:
+        assert one.format == "PNG"
 
 
 @pytest.mark.spark
