@@ -101,16 +101,15 @@ def spark():
     # py4j logs "closing" from a destructor after pytest has closed its streams.
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
-    builder = (
+    session = (
         SparkSession.builder.master("local[2]")
         .appName("fruitflow-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.driver.memory", "2g")
+        .config(map=SESSION_DEFAULTS)  # the jobs' own session settings
+        .getOrCreate()
     )
-    for key, value in SESSION_DEFAULTS.items():  # the jobs' own session settings
-        builder = builder.config(key, value)
-    session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()

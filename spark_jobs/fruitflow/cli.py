@@ -21,8 +21,9 @@ Arguments = TypeVar("Arguments", bound=JobArguments)
 # (MemoryManager.defaultPageSizeBytes; SPARK-9411 made it spark.buffer.pageSize): 64 MB with the
 # local 4 GB driver and on EMR's executors. A pandas UDF queues its input rows in such pages until
 # the Python worker returns them, and a task with more rows in flight takes more pages: PCA's
-# driver on 90,000 images peaked at 1,298 MB with 64 MB pages and 886 MB with 1 MB pages
-# (10,000 images: 759 MB). A record larger than a page gets a page of its own size.
+# driver JVM on 90,000 images peaked at 1.22-1.33 GB with 64 MB pages and 0.89-1.13 GB with 1 MB
+# pages (four runs each; README, "At Fruits-360's size"). A record larger than a page gets a page
+# of its own size.
 SESSION_DEFAULTS = {"spark.buffer.pageSize": "1m"}
 
 
@@ -56,10 +57,8 @@ def session(name: str) -> SparkSession:
     # A SparkConf made before the JVM is up is empty: starting it first lets SparkConf() read
     # what spark-submit was given (its --conf and spark-defaults.conf, as JVM system properties).
     SparkContext._ensure_initialized()
-    builder = SparkSession.builder.appName(name)
-    for key, value in session_settings(dict(SparkConf().getAll())).items():
-        builder = builder.config(key, value)
-    return builder.getOrCreate()
+    defaults = session_settings(dict(SparkConf().getAll()))
+    return SparkSession.builder.appName(name).config(map=defaults).getOrCreate()
 
 
 def run_job(

@@ -115,13 +115,26 @@ def variance_report(fit: PcaFit, variance: float) -> ExplainedVariance:
     )
 
 
-def variance_plot(report: ExplainedVariance) -> bytes:
-    """PNG of the cumulative explained variance, with the threshold and the chosen k marked."""
+def _pyplot():
+    """matplotlib's pyplot on its file-only backend: the jobs draw PNGs, never windows."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib import pyplot
 
+    return pyplot
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    _pyplot().close(figure)
+    return buffer.getvalue()
+
+
+def variance_plot(report: ExplainedVariance) -> bytes:
+    """PNG of the cumulative explained variance, with the threshold and the chosen k marked."""
+    plt = _pyplot()
     cumulative = report.cumulative_explained_variance_ratio
     k, threshold = report.k, report.variance_threshold
     figure, axes = plt.subplots(figsize=(8, 5), dpi=100)
@@ -133,10 +146,7 @@ def variance_plot(report: ExplainedVariance) -> bytes:
     axes.set_title("PCA of the MobileNetV2 embeddings")
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
+    return _png(figure)
 
 
 # At most this many images in the scatter: each label's cloud still shows, the driver collects
@@ -151,20 +161,18 @@ def scatter_plot(points: pd.DataFrame, report: ExplainedVariance, images: int) -
 
     With one component kept there is no second axis: each label gets its own row instead.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = _pyplot()
     labels = sorted(points["label"].unique())
-    colours = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20" if len(labels) <= 20 else "turbo")
+    if len(labels) <= 20:
+        colours = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20").colors
+    else:
+        colours = plt.get_cmap("turbo")(np.linspace(0, 1, len(labels)))
     ratio = report.explained_variance_ratio
     figure, axes = plt.subplots(figsize=(8, 6), dpi=100)
     for index, label in enumerate(labels):
         group = points[points["label"] == label]
         y = group["pc_2"] if report.k >= 2 else np.full(len(group), index)
-        colour = colours(index / max(len(labels) - 1, 1)) if len(labels) > 20 else colours(index)
-        axes.scatter(group["pc_1"], y, s=8, alpha=0.7, color=colour, label=label, linewidths=0)
+        axes.scatter(group["pc_1"], y, s=8, alpha=0.7, color=colours[index], label=label, linewidths=0)
     axes.set_xlabel(f"principal component 1 ({ratio[0]:.1%} of variance)")
     if report.k >= 2:
         axes.set_ylabel(f"principal component 2 ({ratio[1]:.1%} of variance)")
@@ -177,10 +185,7 @@ def scatter_plot(points: pd.DataFrame, report: ExplainedVariance, images: int) -
     axes.grid(alpha=0.3)
     if report.k >= 2 and len(labels) <= LEGEND_LABELS:
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), markerscale=2, frameon=False)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
+    return _png(figure)
 
 
 def scatter_points(spark, reduced_uri: str, images: int) -> pd.DataFrame:
