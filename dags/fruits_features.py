@@ -48,6 +48,9 @@ the last safety net). `local` runs the same steps with spark-submit on this mach
 - **check_outputs**: the steps ran but the outputs are off (row counts, too many unreadable
   images). `report.json` in the run folder has the numbers; `errors/` lists each bad image and why.
   `latest.json` still names the last good run: the next run compares with that one.
+- **remove_old_runs**: the run's outputs are good and latest.json moved; only the retention of
+  old run folders failed (FRUITFLOW_KEEP_RUNS; on S3 the role needs s3:DeleteObject under the
+  results prefix). Its log names each folder it kept or deleted and why.
 - **write_report**: only the report could not be written; the run's outcome is that of the other tasks.
 - The cluster is terminated in every case: check that `terminate_cluster` is green (`report.json`
   names it as `failed_task` otherwise). If it is not, terminate the cluster named in its log by hand
@@ -58,15 +61,17 @@ from __future__ import annotations
 
 import json
 import tempfile
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from airflow.providers.amazon.aws.hooks.emr import EmrHook
 from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrTerminateJobFlowOperator
 from airflow.sdk import DAG, Asset, chain, task
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowFailException
 
 from fruitflow_pipeline.cluster import job_flow_spec
+from fruitflow_pipeline.cluster_usage import cluster_usage_for_report
 from fruitflow_pipeline.code_bundle import build_bundle, code_version
 from fruitflow_pipeline.nightly import asset_extra, list_images, read_latest, record_good_run
 from fruitflow_pipeline.operators import (
@@ -78,6 +83,7 @@ from fruitflow_pipeline.operators import (
 )
 from fruitflow_pipeline.params import InvalidParams, dag_params, validate_run
 from fruitflow_pipeline.report import OutputCheckFailed, problems_in, run_report, steps_so_far, summarise_outputs
+from fruitflow_pipeline.retention import apply_retention
 from fruitflow_pipeline.run import PipelineRun
 from fruitflow_pipeline.run_folder import RunFolderTaken, claim_run_folder, ensure_own, mark
 from fruitflow_pipeline.settings import Settings, Target
@@ -91,6 +97,7 @@ DEFER_WAITS = conf.getboolean("operators", "default_deferrable", fallback=False)
 OUTPUTS_XCOM_KEY = "outputs"
 LISTING_XCOM_KEY = "listing"
 UNCHANGED_XCOM_KEY = "unchanged_since"
+ACTIVE_STATES = ["queued", "running"]
 # One asset, the same name and URI in every deployment and on both targets (Airflow allows one
 # URI per asset name in its database); each event's extra says where that run's outputs are.
 FEATURES_ASSET = Asset(name="fruitflow_features", uri="x-fruitflow://fruits_features/features")
@@ -113,7 +120,7 @@ def validate_params(params=None, logical_date=None, dag_run=None) -> dict:
             SETTINGS,
             store,
             code_version(SETTINGS.jobs_dir),
-            claim_key=lambda results_uri: claim_run_folder(store, results_uri, moment, dag_run.run_id),
+            claim_key=lambda results_uri: claim_run_folder(store, results_uri, moment, dag_run.run_id, dag_run.dag_id),
         )
     except InvalidParams as problem:
         raise AirflowFailException(f"invalid params: {problem}") from None
@@ -142,7 +149,7 @@ def find_changes(run: dict, params=None, ti=None) -> dict | bool:
 
 
 @task(multiple_outputs=False)
-def empty_run_folder(run: dict, run_id=None) -> dict:
+def empty_run_folder(run: dict, run_id=None, dag=None) -> dict:
     """Delete what an earlier try of this DAG run left in its folder; never another run's folder.
     Hands the run on, its folder ready."""
     folder, store = PipelineRun.from_xcom(run).uri, storage()
@@ -151,7 +158,7 @@ def empty_run_folder(run: dict, run_id=None) -> dict:
     except RunFolderTaken as problem:
         raise AirflowFailException(str(problem)) from None
     store.delete_folder(folder)
-    mark(store, folder, run_id)
+    mark(store, folder, run_id, dag.dag_id)
     return run
 
 
@@ -184,10 +191,29 @@ def check_outputs(run: dict, ti=None, outlet_events=None) -> str:
     return pipeline_run.csv_uri
 
 
+@task(multiple_outputs=False)
+def remove_old_runs(run: dict, ti=None) -> dict:
+    """Retention (FRUITFLOW_KEEP_RUNS, off by default): now that this run is the last good one,
+    delete this DAG's run folders beyond the newest good ones, and failed ones past
+    FRUITFLOW_KEEP_FAILED_DAYS. Never latest.json's run, an active run, or a folder this DAG did
+    not claim. Each folder's fate is in the log; what went is in the report."""
+    pipeline_run = PipelineRun.from_xcom(run)
+    return apply_retention(
+        storage(),
+        pipeline_run.results_uri,
+        ti.dag_id,
+        SETTINGS.retention,
+        latest_key=pipeline_run.key,
+        is_active=lambda dag_run_id: ti.get_dr_count(ti.dag_id, run_ids=[dag_run_id], states=ACTIVE_STATES) > 0,
+        now=datetime.now(UTC),
+    )
+
+
 @task
 def write_report(run: dict, checks_task_id: str, cluster_task_id: str | None = None, ti=None) -> str:
     """report.json for this run, succeeded or failed: every task's state, the first failure and
-    its error, what the steps counted so far, and the cluster. A teardown: it runs at the end of
+    its error, what the steps counted so far, and the cluster: its phases, instance time and,
+    with FRUITFLOW_EMR_HOURLY_PRICES, an estimated cost. A teardown: it runs at the end of
     every run that got past validate_params, and its own failure leaves the run's outcome alone."""
     pipeline_run, store = PipelineRun.from_xcom(run), storage()
     states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])[ti.run_id]
@@ -199,6 +225,9 @@ def write_report(run: dict, checks_task_id: str, cluster_task_id: str | None = N
         if state == "failed"
     }
     outputs = ti.xcom_pull(task_ids=checks_task_id, key=OUTPUTS_XCOM_KEY)
+    cluster_id = ti.xcom_pull(task_ids=cluster_task_id) if cluster_task_id else None
+    emr = EmrHook(aws_conn_id=SETTINGS.aws_conn_id).conn if cluster_id else None
+    usage = cluster_usage_for_report(emr, cluster_id, SETTINGS.emr.hourly_prices, datetime.now(UTC)) if emr else None
     report = run_report(
         pipeline_run,
         SETTINGS.target.value,
@@ -206,9 +235,12 @@ def write_report(run: dict, checks_task_id: str, cluster_task_id: str | None = N
         failures,
         outputs,
         steps={} if outputs else steps_so_far(pipeline_run, store),
-        cluster_id=ti.xcom_pull(task_ids=cluster_task_id) if cluster_task_id else None,
+        cluster_id=cluster_id,
+        cluster_usage=usage,
         teardowns={task.task_id for task in tasks if task.is_teardown},
         unchanged_since=ti.xcom_pull(task_ids="find_changes", key=UNCHANGED_XCOM_KEY),
+        retention=ti.xcom_pull(task_ids="remove_old_runs"),
+        bytes_written=sum(listed.size for listed in store.files_under(pipeline_run.uri)),
     )
     store.write_text(pipeline_run.report_uri, json.dumps(report, indent=2))
     return pipeline_run.report_uri
@@ -238,6 +270,7 @@ with DAG(
     # The validated run flows from task to task, so each edge of the graph is data a task reads.
     plan = validate_params()
     run_with_code = upload_code(empty_run_folder(find_changes(plan["run"])))
+    old_runs_removed = remove_old_runs(plan["run"])
 
     if SETTINGS.target is Target.EMR:
         create_cluster = EmrRunClusterOperator(
@@ -277,7 +310,9 @@ with DAG(
         ).as_teardown(setups=create_cluster)
         outputs_checked = check_outputs(run_with_code)
         report_written = write_report(plan["run"], outputs_checked.operator.task_id, create_cluster.task_id)
-        pipeline_tasks = [run_with_code, create_cluster, add_steps, *run_steps, outputs_checked, terminate_cluster]
+        pipeline_tasks = [
+            run_with_code, create_cluster, add_steps, *run_steps, outputs_checked, [terminate_cluster, old_runs_removed]
+        ]  # fmt: skip
     else:
         run_steps = []
         for step in PIPELINE:
@@ -293,6 +328,6 @@ with DAG(
             )
         outputs_checked = check_outputs(run_steps[-1].output)
         report_written = write_report(plan["run"], outputs_checked.operator.task_id)
-        pipeline_tasks = [*run_steps, outputs_checked]
+        pipeline_tasks = [*run_steps, outputs_checked, old_runs_removed]
 
     chain(*pipeline_tasks, report_written.as_teardown(setups=plan))

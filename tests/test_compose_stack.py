@@ -273,7 +273,7 @@ def test_the_readme_and_ci_install_what_the_skip_message_names():
 DAG_ID = "fruits_features"
 IMAGES = 6  # one in each of six classes: the smallest folder PCA and the checks take
 PIPELINE_TASKS = ["validate_params", "find_changes", "empty_run_folder", "upload_code",
-                  "featurize", "pca", "export_csv", "check_outputs", "write_report"]  # fmt: skip
+                  "featurize", "pca", "export_csv", "check_outputs", "remove_old_runs", "write_report"]  # fmt: skip
 
 
 @pytest.mark.stack

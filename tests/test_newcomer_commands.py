@@ -57,6 +57,7 @@ def test_make_demo_runs_the_dag_and_reports_where_the_results_are(tmp_path, seed
         "pca",
         "export_csv",
         "check_outputs",
+        "remove_old_runs",
         "write_report",
     ):
         assert f"  {task}\n" in demo.stdout

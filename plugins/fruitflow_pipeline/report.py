@@ -99,8 +99,11 @@ def run_report(
     outputs: dict | None,
     steps: Mapping[str, dict],
     cluster_id: str | None = None,
+    cluster_usage: dict | None = None,
     teardowns: Collection[str] = (),
     unchanged_since: str | None = None,
+    retention: dict | None = None,
+    bytes_written: int | None = None,
 ) -> dict:
     """report.json of a finished run, succeeded or failed.
 
@@ -108,7 +111,10 @@ def run_report(
     ``failures`` the error of each task that failed; ``outputs`` the checked outputs'
     summary when the checks ran; ``steps`` the metrics of the steps that finished. As in
     Airflow, a failed teardown does not fail the run, but it is the ``failed_task`` to look at.
-    ``unchanged_since`` names the last good run when nothing changed since, so nothing ran.
+    ``unchanged_since`` names the last good run when nothing changed since, so nothing ran;
+    ``cluster_usage`` the cluster's phases and instance time (cluster_usage.usage_summary), on EMR;
+    ``retention`` what remove_old_runs deleted, when it ran; ``bytes_written`` the size of the
+    run's folder before the report itself.
     """
     failed = [task_id for task_id, state in task_states.items() if state == "failed"]
     succeeded = all(state == "success" for task_id, state in task_states.items() if task_id not in teardowns)
@@ -126,7 +132,12 @@ def run_report(
         "failed_task": failed[0] if failed else None,
         "error": failures.get(failed[0]) if failed else None,
         "tasks": dict(task_states),
+        "bytes_written": bytes_written,
     }
+    if cluster_usage is not None:
+        report["cluster"] = cluster_usage
+    if retention is not None:
+        report["retention"] = retention
     if unchanged_since:
         report["unchanged_since"] = unchanged_since
         report["message"] = f"unchanged since {unchanged_since}: same images and params, nothing to compute"

@@ -44,12 +44,13 @@ def owner_of(storage: Storage, folder: str) -> str | None:
     return json.loads(storage.read_text(marker))["dag_run_id"] if storage.exists(marker) else None
 
 
-def mark(storage: Storage, folder: str, dag_run_id: str) -> None:
-    claim = {"dag_run_id": dag_run_id, "claimed_at": datetime.now(UTC).isoformat(timespec="seconds")}
+def mark(storage: Storage, folder: str, dag_run_id: str, dag_id: str) -> None:
+    """Claim ``folder`` for the DAG run; retention only ever deletes folders its own DAG claimed."""
+    claim = {"dag_id": dag_id, "dag_run_id": dag_run_id, "claimed_at": datetime.now(UTC).isoformat(timespec="seconds")}
     storage.write_text(join_uri(folder, MARKER), json.dumps(claim))
 
 
-def claim_run_folder(storage: Storage, results_uri: str, moment: datetime, dag_run_id: str) -> str:
+def claim_run_folder(storage: Storage, results_uri: str, moment: datetime, dag_run_id: str, dag_id: str) -> str:
     """The key of the folder under ``results_uri`` that DAG run ``dag_run_id`` writes to.
 
     Its own folder when it already claimed one (a retried or cleared run), else the first
@@ -60,7 +61,7 @@ def claim_run_folder(storage: Storage, results_uri: str, moment: datetime, dag_r
         folder = join_uri(results_uri, key)
         owner = owner_of(storage, folder)
         if owner in (None, dag_run_id):
-            mark(storage, folder, dag_run_id)
+            mark(storage, folder, dag_run_id, dag_id)
             return key
         log.warning("run folder %s belongs to DAG run %s; DAG run %s takes a longer name", folder, owner, dag_run_id)
     raise AssertionError("unreachable: candidate_keys never ends")

@@ -6,6 +6,7 @@ their defaults taken from here where a deployment decides them.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import re
@@ -128,6 +129,20 @@ def lies_under_any(location: str, prefixes: tuple[str, ...]) -> bool:
     return prefixes == (ANYWHERE,) or any(is_under(location, prefix) for prefix in prefixes)
 
 
+def hourly_prices_from(raw: str) -> dict[str, float]:
+    """FRUITFLOW_EMR_HOURLY_PRICES: a JSON object, instance type (or "<type>:SPOT") -> price per hour."""
+    problem = 'must be a JSON object of instance type to price per hour, e.g. {"m5.xlarge": 0.24}'
+    try:
+        prices = json.loads(raw)
+    except ValueError:
+        raise SettingError(f"FRUITFLOW_EMR_HOURLY_PRICES {problem}") from None
+    if not isinstance(prices, dict) or not all(
+        isinstance(price, int | float) and not isinstance(price, bool) and price >= 0 for price in prices.values()
+    ):
+        raise SettingError(f"FRUITFLOW_EMR_HOURLY_PRICES {problem}")
+    return {key: float(price) for key, price in prices.items()}
+
+
 @dataclass(frozen=True)
 class EmrSettings:
     release_label: str = "emr-7.10.0"  # Spark 3.5.5, Python 3.11: matches pyspark in requirements.txt
@@ -143,6 +158,9 @@ class EmrSettings:
     # "Customizing the Amazon EBS root device volume"): the OS and EMR's applications fill most of
     # it, and the bootstrap installs about 1.7 GB of Python packages there. 30 GiB leaves room.
     root_volume_gib: int = 30
+    # FRUITFLOW_EMR_HOURLY_PRICES: EC2 + EMR price per hour, "<type>" (on-demand) or "<type>:SPOT", in the
+    # deployment's region and currency; the report estimates a run's cost only from these.
+    hourly_prices: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -162,6 +180,15 @@ class LocalSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """Which run folders a good run deletes (fruitflow_pipeline.retention); the default keeps all."""
+
+    keep_runs: int = 0  # the newest good runs kept; 0 keeps every folder
+    keep_failed_days: int = 14  # failed, unchanged and unreported runs kept this long, for debugging
+    dry_run: bool = False  # log what would go, delete nothing
+
+
+@dataclass(frozen=True)
 class Settings:
     target: Target = Target.EMR
     schedule: str = "0 2 * * *"
@@ -174,6 +201,7 @@ class Settings:
     timeout_minutes: Mapping[str, int] = field(default_factory=lambda: {"featurize": 240, "pca": 60, "export_csv": 60})
     emr: EmrSettings = field(default_factory=EmrSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     # Where a run may read and write (FRUITFLOW_ALLOWED_URIS), as allowed_prefix gives them once
     # built: empty, the locations of the defaults above; (ANYWHERE,), anywhere.
     allowed_uris: tuple[str, ...] = ()
@@ -227,6 +255,20 @@ class Settings:
                 raise SettingError(f"FRUITFLOW_{name}={raw!r} must be positive")
             return value
 
+        def whole_number(name: str, default: int) -> int:
+            raw = text(name)
+            if not raw:
+                return default
+            if not (raw.isascii() and raw.isdigit()):
+                raise SettingError(f"FRUITFLOW_{name}={raw!r} must be a whole number (0 or more)")
+            return int(raw)
+
+        def flag(name: str) -> bool:
+            raw = text(name, "false").lower()
+            if raw not in ("true", "false", "1", "0"):
+                raise SettingError(f"FRUITFLOW_{name}={raw!r}: use true or false")
+            return raw in ("true", "1")
+
         raw_target = text("TARGET", Target.EMR.value).lower()
         try:
             target = Target(raw_target)
@@ -241,9 +283,10 @@ class Settings:
                 f"FRUITFLOW_EMR_WHEELHOUSE_URI={wheelhouse_uri!r} must be an s3:// URI "
                 "(the folder `make wheelhouse` filled, uploaded)"
             )
+        hourly_prices = hourly_prices_from(text("EMR_HOURLY_PRICES", "{}"))
         poke_interval = number("POKE_INTERVAL_SECONDS", cls.poke_interval_seconds, float)
         allowed_uris = tuple(filter(None, (uri.strip() for uri in text("ALLOWED_URIS").split(","))))
-        emr, local = EmrSettings(), LocalSettings()
+        emr, local, retention = EmrSettings(), LocalSettings(), RetentionSettings()
         return cls(
             target=target,
             schedule=text("SCHEDULE", cls.schedule),
@@ -266,6 +309,7 @@ class Settings:
                 idle_timeout_seconds=number("EMR_IDLE_TIMEOUT_SECONDS", idle_timeout_for(poke_interval)),
                 python=text("EMR_PYTHON", emr.python),
                 wheelhouse_uri=wheelhouse_uri,
+                hourly_prices=hourly_prices,
             ),
             local=LocalSettings(
                 spark_master=text("SPARK_MASTER", local.spark_master),
@@ -273,6 +317,11 @@ class Settings:
                 driver_java_options=env.get("FRUITFLOW_SPARK_DRIVER_JAVA_OPTIONS", local.driver_java_options).strip(),
                 python=text("SPARK_PYTHON", local.python),
                 spark_submit=text("SPARK_SUBMIT"),
+            ),
+            retention=RetentionSettings(
+                keep_runs=whole_number("KEEP_RUNS", retention.keep_runs),
+                keep_failed_days=whole_number("KEEP_FAILED_DAYS", retention.keep_failed_days),
+                dry_run=flag("RETENTION_DRY_RUN"),
             ),
             allowed_uris=allowed_uris,
         )

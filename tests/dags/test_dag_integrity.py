@@ -6,19 +6,25 @@ import pytest
 
 EMR_ORDER = [
     "validate_params", "find_changes", "empty_run_folder", "upload_code", "create_cluster", "add_steps",
-    "watch_featurize", "watch_pca", "watch_export_csv", "check_outputs", "terminate_cluster", "write_report",
+    "watch_featurize", "watch_pca", "watch_export_csv", "check_outputs", {"terminate_cluster", "remove_old_runs"},
+    "write_report",
 ]  # fmt: skip
 LOCAL_ORDER = [
     "validate_params", "find_changes", "empty_run_folder", "upload_code", "featurize", "pca", "export_csv",
-    "check_outputs", "write_report",
+    "check_outputs", "remove_old_runs", "write_report",
 ]  # fmt: skip
 
 
 def assert_chain(dag, order):
-    assert sorted(dag.task_ids) == sorted(order)
-    for upstream, downstream in zip(order, order[1:], strict=False):
-        assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
-    assert [task.task_id for task in dag.topological_sort()] == order
+    """``order``'s tasks run one after the other; a set's tasks run side by side, after the task
+    before it and before the one after it."""
+    stages = [{stage} if isinstance(stage, str) else stage for stage in order]
+    assert sorted(dag.task_ids) == sorted(task_id for stage in stages for task_id in stage)
+    for before, after in zip(stages, stages[1:], strict=False):
+        for upstream in before:
+            assert after <= dag.get_task(upstream).downstream_task_ids, (upstream, after)
+    sorted_ids = iter(task.task_id for task in dag.topological_sort())
+    assert [{next(sorted_ids) for _ in stage} for stage in stages] == stages
 
 
 @pytest.mark.parametrize("target", ["emr", "local"])
@@ -49,9 +55,10 @@ def test_every_run_past_validation_ends_with_a_report_whose_failure_changes_noth
 def test_local_graph_is_one_line_along_which_the_run_flows(load_dag):
     dag = load_dag("local")
     upstream = {task.task_id: task.upstream_task_ids for task in dag.tasks}
-    for before, after in zip(LOCAL_ORDER, LOCAL_ORDER[1:-1], strict=False):
+    for before, after in zip(LOCAL_ORDER, LOCAL_ORDER[1:-2], strict=False):
         assert upstream[after] == {before}, after
-    assert upstream["write_report"] == {"check_outputs", "validate_params"}  # its setup, and the run to report
+    assert upstream["remove_old_runs"] == {"check_outputs", "validate_params"}
+    assert upstream["write_report"] == {"remove_old_runs", "validate_params"}  # its setup, and the run to report
 
 
 def test_emr_graph_edges_are_the_data_each_task_reads(load_dag):
@@ -68,7 +75,8 @@ def test_emr_graph_edges_are_the_data_each_task_reads(load_dag):
         "watch_export_csv": {"watch_pca", "add_steps", "create_cluster"},
         "check_outputs": {"watch_export_csv", "upload_code"},  # after the last step, with the run
         "terminate_cluster": {"check_outputs", "create_cluster"},
-        "write_report": {"terminate_cluster", "validate_params"},
+        "remove_old_runs": {"check_outputs", "validate_params"},  # after the good outputs, with the run
+        "write_report": {"terminate_cluster", "remove_old_runs", "validate_params"},
     }
 
 

@@ -104,12 +104,12 @@ class FakeEmr:
         self.put(job_args.metrics, metrics.timed(12.5).to_json())
 
 
-def emr_dag_with_images(load_dag):
+def emr_dag_with_images(load_dag, **settings: str):
     s3 = boto3.client("s3")
     create_bucket(s3, BUCKET, os.environ["AWS_DEFAULT_REGION"])
     for index in range(3):
         s3.put_object(Bucket=BUCKET, Key=f"images/Kiwi/{index}.jpg", Body=b"\xff\xd8 not decoded here")
-    return load_dag("emr", poke_interval_seconds="0.1")
+    return load_dag("emr", poke_interval_seconds="0.1", **settings)
 
 
 @pytest.fixture
@@ -429,3 +429,81 @@ def test_deferred_watchers_wait_in_the_triggerer_and_end_the_run_like_poking_one
         log = capfd.readouterr().out
         assert "step pca" in log and "ended FAILED" in log
         assert f"s3://{BUCKET}/results/_emr_logs/{cluster['Id']}/steps/" in log
+
+
+def test_a_good_run_deletes_the_runs_beyond_the_newest_good_ones_and_reports_what_it_wrote(
+    load_dag, aws, airflow_db, monkeypatch
+):
+    emr_dag = emr_dag_with_images(load_dag, keep_runs="1")
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=BUCKET, Key="results/exports/kiwis.csv", Body=b"someone else's file")
+    FakeEmr(monkeypatch)
+    first = emr_dag.test(logical_date=datetime(2026, 11, 26, 2, tzinfo=UTC), run_conf=CONF)
+    s3.put_object(Bucket=BUCKET, Key="images/Kiwi/new.jpg", Body=b"\xff\xd8 another")
+    second = emr_dag.test(logical_date=datetime(2026, 11, 27, 2, tzinfo=UTC), run_conf=CONF)
+
+    assert first.state == second.state == "success", task_states(second)
+    assert s3_keys("results/20261126T020000Z/") == []
+    assert "results/exports/kiwis.csv" in s3_keys("results/exports/")
+    assert s3_keys("results/_code/") and s3_keys("results/20261127T020000Z/")
+    assert read_json("results/latest.json")["run_key"] == "20261127T020000Z"
+
+    first_report = read_json("results/20261127T020000Z/report.json")
+    (deleted,) = first_report["retention"]["deleted"]
+    assert deleted["run"] == "20261126T020000Z" and deleted["bytes"] > 0
+    assert first_report["retention"]["deleted_bytes"] == deleted["bytes"]
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="results/20261127T020000Z/")["Contents"]
+    written = sum(item["Size"] for item in listed if not item["Key"].endswith("/report.json"))
+    assert first_report["bytes_written"] == written
+
+
+def fill_in_emr_timelines(monkeypatch) -> None:
+    """What moto leaves out of EMR's answers, as EMR gives it after a night: the cluster created at
+    02:00, ready at 02:09 and ended at 02:45, its nodes launched by 02:02, the steps from 02:10 to
+    02:40, and the normalized instance hours."""
+    from botocore.client import BaseClient
+
+    start = datetime(2026, 11, 25, 2, tzinfo=UTC)
+    original = BaseClient._make_api_call
+
+    def at(minutes: int) -> datetime:
+        return start + timedelta(minutes=minutes)
+
+    def answer(client, operation, params):
+        response = original(client, operation, params)
+        if operation == "DescribeCluster" and response["Cluster"]["Status"]["State"] == "TERMINATED":
+            response["Cluster"]["Status"]["Timeline"] = {"CreationDateTime": at(0), "ReadyDateTime": at(9),
+                                                         "EndDateTime": at(45)}  # fmt: skip
+            response["Cluster"]["NormalizedInstanceHours"] = 24
+        elif operation == "ListInstances":
+            for instance in response["Instances"]:
+                launched = at(1 if instance["InstanceType"] == "m5.xlarge" else 2)
+                instance["Status"]["Timeline"] = {"CreationDateTime": launched, "EndDateTime": at(45)}
+        elif operation == "ListSteps":
+            for step, (begin, end) in zip(response["Steps"], [(36, 40), (30, 36), (10, 30)], strict=False):
+                step["Status"]["Timeline"] = {"StartDateTime": at(begin), "EndDateTime": at(end)}  # newest first
+        return response
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", answer)
+
+
+def test_the_report_says_where_the_cluster_time_went_and_what_it_cost(load_dag, aws, airflow_db, monkeypatch, capfd):
+    prices = '{"m5.xlarge": 0.24, "m5.2xlarge": 0.48}'
+    emr_dag = emr_dag_with_images(load_dag, emr_hourly_prices=prices)
+    FakeEmr(monkeypatch)
+    fill_in_emr_timelines(monkeypatch)
+
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == "success", task_states(run)
+    usage = read_json(f"results/{run_key_of(run)}/report.json")["cluster"]
+    assert usage["state"] == "TERMINATED"
+    assert usage["phases_seconds"] == {
+        "provisioning": 120.0, "bootstrap": 420.0, "steps": 1800.0, "after_steps": 300.0, "total": 2700.0,
+    }  # fmt: skip
+    assert usage["instance_seconds"] == {"m5.2xlarge:ON_DEMAND": 2 * 43 * 60.0, "m5.xlarge:ON_DEMAND": 44 * 60.0}
+    assert usage["normalized_instance_hours"] == 24
+    assert usage["estimated_cost"]["total"] == round(86 / 60 * 0.48 + 44 / 60 * 0.24, 4)
+    log = capfd.readouterr().out
+    assert f"cluster {usage['id']} TERMINATED: provisioning 120 s, bootstrap 420 s, steps 1800 s" in log
+    assert f"estimated cost: {usage['estimated_cost']['total']:.2f} (FRUITFLOW_EMR_HOURLY_PRICES)" in log

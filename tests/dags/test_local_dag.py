@@ -48,6 +48,7 @@ def test_too_many_broken_images_fail_the_run_with_a_report_and_replace_only_its_
         **dict.fromkeys(["validate_params", "find_changes", "empty_run_folder", "upload_code"], "success"),
         **dict.fromkeys(["featurize", "pca", "export_csv"], "success"),
         "check_outputs": "failed",
+        "remove_old_runs": "upstream_failed",  # a failed run deletes nothing
         "write_report": "success",
     }
     report = json.loads((this_run / "report.json").read_text())

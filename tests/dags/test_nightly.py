@@ -17,7 +17,7 @@ from fruitflow.sample_images import generate_images
 
 pytestmark = pytest.mark.spark
 
-STEPS = ["empty_run_folder", "upload_code", "featurize", "pca", "export_csv", "check_outputs"]
+STEPS = ["empty_run_folder", "upload_code", "featurize", "pca", "export_csv", "check_outputs", "remove_old_runs"]
 # 200 images: 20 of each class, so the 5 replaced, the 10 deleted and the 185 reused images all
 # exist, and every path through the network, carried over or removed is counted exactly.
 IMAGES = 200

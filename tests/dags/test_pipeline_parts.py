@@ -105,10 +105,12 @@ def test_wheelhouse_setting_reaches_the_bootstrap():
 def test_run_folders_are_claimed_once_and_never_emptied_for_another_run(tmp_path):
     storage, results = LocalStorage(), str(tmp_path)
     moment = datetime(2026, 11, 26, 8, 50, 43, 200000, tzinfo=UTC)
-    assert claim_run_folder(storage, results, moment, "run-a") == "20261126T085043Z"
-    assert claim_run_folder(storage, results, moment, "run-a") == "20261126T085043Z"  # a retry keeps its folder
-    assert claim_run_folder(storage, results, moment, "run-b") == "20261126T085043Z-200000"
-    assert claim_run_folder(storage, results, moment, "run-c") == "20261126T085043Z-200000-2"
+    assert claim_run_folder(storage, results, moment, "run-a", "fruits_features") == "20261126T085043Z"
+    assert (
+        claim_run_folder(storage, results, moment, "run-a", "fruits_features") == "20261126T085043Z"
+    )  # a retry keeps its folder
+    assert claim_run_folder(storage, results, moment, "run-b", "fruits_features") == "20261126T085043Z-200000"
+    assert claim_run_folder(storage, results, moment, "run-c", "fruits_features") == "20261126T085043Z-200000-2"
     assert sorted(["20261126T085043Z", "20261126T085043Z-200000", "20261126T085044Z"])[0] == "20261126T085043Z"
     ensure_own(storage, f"{results}/20261126T085043Z", "run-a")
     with pytest.raises(RunFolderTaken, match="20261126T085043Z belongs to DAG run run-a, not to this DAG run .run-b."):
@@ -116,7 +118,10 @@ def test_run_folders_are_claimed_once_and_never_emptied_for_another_run(tmp_path
     with pytest.raises(RunFolderTaken, match="has no _dag_run.json claiming it"):
         ensure_own(storage, f"{results}/20261127T020000Z", "run-a")
     (tmp_path / "20261120T020000Z").mkdir()  # written before folders were claimed: free to claim
-    assert claim_run_folder(storage, results, datetime(2026, 11, 20, 2, tzinfo=UTC), "run-d") == "20261120T020000Z"
+    assert (
+        claim_run_folder(storage, results, datetime(2026, 11, 20, 2, tzinfo=UTC), "run-d", "fruits_features")
+        == "20261120T020000Z"
+    )
 
 
 def test_run_key_is_the_logical_date_in_utc():
