@@ -101,14 +101,17 @@ lock:
 # The EMR nodes' packages as wheels, for clusters without internet access: upload the folder
 # to S3 and set FRUITFLOW_EMR_WHEELHOUSE_URI (README, "Deploying to AWS"). EMR 7 nodes run
 # Amazon Linux 2023 (glibc 2.34) on x86_64 with CPython 3.11: any manylinux wheel up to glibc 2.34.
+# Both package sets go into one folder, so one URI serves every node: the lean set's pins are the
+# full set's, so its download only checks that every wheel it needs is there (or adds it).
 WHEELHOUSE ?= build/wheelhouse
 MANYLINUX_PLATFORMS := manylinux1_x86_64 manylinux2010_x86_64 manylinux2014_x86_64 \
 	$(foreach minor,$(shell seq 17 34),manylinux_2_$(minor)_x86_64)
+PIP_DOWNLOAD_WHEELS := $(PIP) download --quiet --dest $(WHEELHOUSE) --only-binary=:all: \
+	--implementation cp --python-version 3.11 --abi cp311 $(addprefix --platform ,$(MANYLINUX_PLATFORMS))
 wheelhouse: $(BIN)/python
 	rm -rf $(WHEELHOUSE)
-	$(PIP) download --quiet --dest $(WHEELHOUSE) --only-binary=:all: \
-		--implementation cp --python-version 3.11 --abi cp311 $(addprefix --platform ,$(MANYLINUX_PLATFORMS)) \
-		-r spark_jobs/cluster/requirements.txt -c spark_jobs/cluster/constraints.txt
+	$(PIP_DOWNLOAD_WHEELS) -r spark_jobs/cluster/requirements.txt -c spark_jobs/cluster/constraints.txt
+	$(PIP_DOWNLOAD_WHEELS) -r spark_jobs/cluster/requirements-lean.txt -c spark_jobs/cluster/constraints-lean.txt
 	@echo "$$(ls $(WHEELHOUSE) | wc -l) wheels in $(WHEELHOUSE) ($$(du -sh $(WHEELHOUSE) | cut -f1)): aws s3 sync $(WHEELHOUSE) s3://<bucket>/wheelhouse/"
 
 clean:

@@ -52,7 +52,9 @@ log = logging.getLogger("fruitflow.rehearsal")
 
 LOCAL_MASTER = "local[*]"
 BOOTSTRAP_FAILURE = "BOOTSTRAP_FAILURE"  # the StateChangeReason code of a cluster whose bootstrap failed
-BOOTSTRAP_NODE = "i-rehearsal"  # the one node that plays the primary and every core node
+# The one node that plays the primary and every core node: its bootstrap runs as the primary's (the
+# full package set), since the steps' driver and executors share one Python here.
+BOOTSTRAP_NODE = "i-rehearsal"
 STILL_WAITING = object()  # no step yet when the cluster finished starting
 # Settings that only mean something to executors on a cluster manager: local mode runs every
 # task in the driver's JVM and ignores them.

@@ -1,9 +1,11 @@
 """Stand-ins for what only an EMR node has, so a bootstrap action can run here: ``aws s3 cp`` copying
 from a folder that holds the buckets (``<root>/<bucket>/<key>``: the rehearsal's mirror) and
-``sudo`` running its command as this user."""
+``sudo`` running its command as this user, and the node's ``instance.json`` (EMR's
+``/mnt/var/lib/info/instance.json``: the bootstrap reads ``isMaster`` from it) saying which role it plays."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -28,18 +30,22 @@ def executable(path: Path, text: str) -> Path:
     return path
 
 
-def node_environment(work_dir: Path, buckets_root: Path) -> dict[str, str]:
+def node_environment(work_dir: Path, buckets_root: Path, primary: bool = True) -> dict[str, str]:
     """PATH with the fake ``aws`` and ``sudo`` first, S3 read from ``buckets_root``, every call
-    logged to ``work_dir/calls.log``, and the bootstrap's data volume under ``work_dir``."""
+    logged to ``work_dir/calls.log``, the bootstrap's data volume under ``work_dir``, and an
+    ``instance.json`` there for the primary node or (``primary=False``) a core node."""
     bin_dir = work_dir / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
     executable(bin_dir / "aws", FAKE_AWS)
     executable(bin_dir / "sudo", FAKE_SUDO)
+    instance_info = work_dir / "instance.json"
+    instance_info.write_text(json.dumps({"instanceGroupId": "ig-rehearsal", "isMaster": primary}, indent=2))
     return {
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         "FAKE_S3": str(buckets_root),
         "CALLS": str(work_dir / "calls.log"),
         "FRUITFLOW_BOOTSTRAP_DIR": str(work_dir / "mnt" / "fruitflow-bootstrap"),
+        "FRUITFLOW_INSTANCE_INFO": str(instance_info),
         "HOME": os.environ.get("HOME", str(work_dir)),
     }
 

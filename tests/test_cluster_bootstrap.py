@@ -1,7 +1,7 @@
 """The EMR nodes' Python packages: pinned tree-wide, installable from a wheelhouse without PyPI.
 
 bootstrap.sh runs here with stand-ins for what only an EMR node has: `aws` copies from a
-folder playing S3, `sudo` runs its command as this user.
+folder playing S3, `sudo` runs its command as this user, instance.json says the node's role.
 """
 
 from __future__ import annotations
@@ -23,17 +23,51 @@ CODE_URI = "s3://fruits/results/_code/abc123"
 WHEELHOUSE_URI = "s3://fruits/wheelhouse"
 
 RECORDING_PYTHON = '#!/bin/bash\necho "python $*" >> "$CALLS"\n'
+PACKAGE_SETS = {  # requirements file -> constraints file
+    "requirements.txt": "constraints.txt",
+    "requirements-lean.txt": "constraints-lean.txt",
+}
+TENSORFLOW_PACKAGES = ("tensorflow", "tensorflow-cpu", "tensorflow_cpu", "keras", "tf2onnx", "onnx")
+
+
+def make_node(tmp_path: Path, primary: bool):
+    """An 'EMR node': fake aws and sudo on PATH, S3 holding the run's code version, its role in instance.json."""
+    s3 = tmp_path / "s3"
+    code = s3 / CODE_URI.removeprefix("s3://")
+    code.mkdir(parents=True)
+    for pair in PACKAGE_SETS.items():
+        for name in pair:
+            shutil.copy(CLUSTER / name, code / name)
+    return tmp_path, s3, node_environment(tmp_path, s3, primary=primary)
 
 
 @pytest.fixture
 def node(tmp_path):
-    """An 'EMR node': fake aws and sudo on PATH, S3 holding the run's code version."""
-    s3 = tmp_path / "s3"
-    code = s3 / CODE_URI.removeprefix("s3://")
-    code.mkdir(parents=True)
-    for name in ("requirements.txt", "constraints.txt"):
-        shutil.copy(CLUSTER / name, code / name)
-    return tmp_path, s3, node_environment(tmp_path, s3)
+    return make_node(tmp_path, primary=True)
+
+
+@pytest.fixture
+def core_node(tmp_path):
+    return make_node(tmp_path, primary=False)
+
+
+def pinned(path: Path) -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    pairs = (line.split("==") for line in path.read_text().splitlines() if "==" in line)
+    return {canonicalize_name(name): version for name, version in pairs}
+
+
+def installed_set(tmp_path: Path, env: dict) -> tuple[str, list[str]]:
+    """Which requirements file the bootstrap gave pip (by content), and the calls the node logged."""
+    work = Path(env["FRUITFLOW_BOOTSTRAP_DIR"])
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert any(call.startswith("sudo env") and "pip install" in call for call in calls)
+    given = (work / "requirements.txt").read_text(), (work / "constraints.txt").read_text()
+    (name,) = [
+        name for name, pair in PACKAGE_SETS.items() if given == tuple((CLUSTER / n).read_text() for n in (name, pair))
+    ]
+    return name, calls
 
 
 def run_bootstrap(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -57,10 +91,17 @@ def test_cluster_constraints_pin_the_whole_tree_of_the_cluster_requirements():
     assert {f"{name}=={version}" for name, version in pins.items()} <= repo_pins
 
 
+def test_cluster_constraints_pin_the_lean_set_without_tensorflow_as_the_full_set_does():
+    lean, full = pinned(CLUSTER / "constraints-lean.txt"), pinned(CLUSTER / "constraints.txt")
+    assert lean.items() <= full.items()
+    assert not set(TENSORFLOW_PACKAGES) & set(lean)
+    assert {"onnxruntime", "numpy", "pandas", "pyarrow", "pillow", "matplotlib"} <= set(lean)
+
+
 def test_bootstrap_installs_from_pypi_under_the_constraints_with_temp_files_on_mnt(node):
     tmp_path, _, env = node
     python = executable(tmp_path / "python3.11", RECORDING_PYTHON)
-    result = run_bootstrap(env, CODE_URI, str(python))
+    result = run_bootstrap(env, CODE_URI, str(python), "onnx")
     assert result.returncode == 0, result.stderr
     work = Path(env["FRUITFLOW_BOOTSTRAP_DIR"])
     calls = (tmp_path / "calls.log").read_text().splitlines()
@@ -72,13 +113,63 @@ def test_bootstrap_installs_from_pypi_under_the_constraints_with_temp_files_on_m
     assert f"aws s3 cp --only-show-errors {CODE_URI}/constraints.txt {work}/constraints.txt" in calls
     assert (work / "constraints.txt").read_text() == (CLUSTER / "constraints.txt").read_text()
     assert not any("--no-index" in call or "--recursive" in call for call in calls)
+    assert "primary node" in result.stdout and "installing the full set" in result.stdout
+
+
+def test_a_core_node_of_an_onnx_run_installs_the_lean_set_and_never_imports_tensorflow(core_node):
+    tmp_path, _, env = core_node
+    python = executable(tmp_path / "python3.11", RECORDING_PYTHON)
+    result = run_bootstrap(env, CODE_URI, str(python), "onnx")
+    assert result.returncode == 0, result.stderr
+    name, calls = installed_set(tmp_path, env)
+    assert name == "requirements-lean.txt"
+    work = Path(env["FRUITFLOW_BOOTSTRAP_DIR"])
+    assert f"aws s3 cp --only-show-errors {CODE_URI}/constraints-lean.txt {work}/constraints.txt" in calls
+    import_check = "\n".join(calls).split("python -c", 1)[1]  # the recording python logs its script last
+    assert "import onnxruntime" in import_check and "tensorflow" not in import_check
+    assert "core or task node" in result.stdout and "installing the lean set" in result.stdout
+
+
+def test_every_node_of_a_tensorflow_run_installs_the_full_set(core_node):
+    tmp_path, _, env = core_node
+    python = executable(tmp_path / "python3.11", RECORDING_PYTHON)
+    result = run_bootstrap(env, CODE_URI, str(python), "tensorflow")
+    assert result.returncode == 0, result.stderr
+    assert installed_set(tmp_path, env)[0] == "requirements.txt"
+
+
+@pytest.mark.parametrize("instance_info", ["missing", "not a file", "no isMaster"])
+def test_a_node_whose_role_cannot_be_read_installs_the_full_set_and_says_so(core_node, instance_info):
+    tmp_path, _, env = core_node
+    path = Path(env["FRUITFLOW_INSTANCE_INFO"])
+    if instance_info == "missing":
+        path.unlink()
+    elif instance_info == "not a file":
+        path.unlink()
+        path.mkdir()
+    else:
+        path.write_text('{"instanceGroupId": "ig-1"}')
+    python = executable(tmp_path / "python3.11", RECORDING_PYTHON)
+    result = run_bootstrap(env, CODE_URI, str(python), "onnx")
+    assert result.returncode == 0, result.stderr
+    assert installed_set(tmp_path, env)[0] == "requirements.txt"
+    assert f"no isMaster in {path}: role unknown, installing the full set" in result.stdout
+
+
+def test_bootstrap_refuses_an_unknown_engine(node):
+    tmp_path, _, env = node
+    python = executable(tmp_path / "python3.11", RECORDING_PYTHON)
+    result = run_bootstrap(env, CODE_URI, str(python), "torch")
+    assert result.returncode == 2
+    assert "unknown engine 'torch' (onnx or tensorflow)" in result.stderr
+    assert not (tmp_path / "calls.log").exists()
 
 
 def test_bootstrap_refuses_a_missing_constraints_file(node):
     tmp_path, s3, env = node
     (s3 / CODE_URI.removeprefix("s3://") / "constraints.txt").unlink()
     python = executable(tmp_path / "python3.11", RECORDING_PYTHON)
-    result = run_bootstrap(env, CODE_URI, str(python))
+    result = run_bootstrap(env, CODE_URI, str(python), "onnx")
     assert result.returncode != 0
     assert not any("pip install" in call for call in (tmp_path / "calls.log").read_text().splitlines())
 
@@ -96,17 +187,16 @@ def wheelhouse(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_wheelhouse_holds_a_wheel_for_every_pinned_package(wheelhouse):
+def test_wheelhouse_holds_a_wheel_for_every_pinned_package_of_both_sets(wheelhouse):
     from packaging.utils import canonicalize_name, parse_wheel_filename
 
     wheels = {}
     for wheel in wheelhouse.glob("*.whl"):
         name, version, _, tags = parse_wheel_filename(wheel.name)
         wheels[canonicalize_name(name)] = (str(version), {tag.platform for tag in tags})
-    for line in (CLUSTER / "constraints.txt").read_text().splitlines():
-        if "==" in line:
-            name, version = line.split("==")
-            assert wheels[canonicalize_name(name)][0] == version
+    for constraints in PACKAGE_SETS.values():
+        for name, version in pinned(CLUSTER / constraints).items():
+            assert wheels[name][0] == version, (constraints, name)
     platforms = {platform for _, tag_platforms in wheels.values() for platform in tag_platforms}
     assert all(platform == "any" or platform.endswith("x86_64") for platform in platforms)
 
@@ -119,9 +209,9 @@ def test_bootstrap_installs_from_the_wheelhouse_alone_into_a_fresh_python(node, 
     venv.create(fresh, with_pip=True)
     # No index at all: a pip that tried PyPI would fail here rather than quietly download.
     env |= {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_EXTRA_INDEX_URL": "", "PIP_CONFIG_FILE": os.devnull}
-    result = run_bootstrap(env, CODE_URI, str(fresh / "bin" / "python"), WHEELHOUSE_URI)
+    result = run_bootstrap(env, CODE_URI, str(fresh / "bin" / "python"), "onnx", WHEELHOUSE_URI)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "fruitflow requirements ready: tensorflow 2.21.0 onnxruntime 1.32.0" in result.stdout
+    assert "fruitflow requirements ready (full set): tensorflow 2.21.0 onnxruntime 1.32.0" in result.stdout
     assert f"installing from the wheelhouse {WHEELHOUSE_URI} only" in result.stdout
     installed = subprocess.run(
         [str(fresh / "bin" / "python"), "-m", "pip", "freeze"], capture_output=True, text=True, check=True
@@ -133,3 +223,26 @@ def test_bootstrap_installs_from_the_wheelhouse_alone_into_a_fresh_python(node, 
                 entry.lower().replace("_", "-") == f"{name.lower().replace('_', '-')}=={version}"
                 for entry in installed.splitlines()
             ), line
+
+
+@pytest.mark.slow
+def test_a_core_node_installs_the_lean_set_from_the_same_wheelhouse_without_tensorflow(core_node, wheelhouse):
+    tmp_path, s3, env = core_node
+    shutil.copytree(wheelhouse, s3 / WHEELHOUSE_URI.removeprefix("s3://"))
+    fresh = tmp_path / "node-python"
+    venv.create(fresh, with_pip=True)
+    env |= {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_EXTRA_INDEX_URL": "", "PIP_CONFIG_FILE": os.devnull}
+    python = str(fresh / "bin" / "python")
+    result = run_bootstrap(env, CODE_URI, python, "onnx", WHEELHOUSE_URI)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "fruitflow requirements ready (lean set): onnxruntime 1.32.0" in result.stdout
+    check = (
+        "import importlib.util as u; print(u.find_spec('onnxruntime') is not None, u.find_spec('tensorflow') is None)"
+    )
+    importable = subprocess.run([python, "-c", check], capture_output=True, text=True, check=True).stdout
+    assert importable.split() == ["True", "True"]
+    from packaging.utils import canonicalize_name
+
+    installed = subprocess.run([python, "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout
+    names = {canonicalize_name(line.split("==")[0]) for line in installed.splitlines() if "==" in line}
+    assert names == set(pinned(CLUSTER / "constraints-lean.txt"))

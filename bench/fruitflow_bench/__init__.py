@@ -25,6 +25,7 @@ One module per question:
     jobs         how fast the Spark jobs run as the local DAG runs them, and the featurize job's memory (2-4)
     nightly      what the local DAG's nights cost: full, 1 % of the images changed, nothing changed
     reference    how long the course notebook's approach takes on the same images (5)
+    wheelhouse   how large each EMR package set is and how long it installs from the wheelhouse (--wheelhouse)
     report       what results.md says: the figures derived from the measurements, the targets, the Markdown
     cli          the command line, and the order the measurements run in
 """

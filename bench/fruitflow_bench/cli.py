@@ -19,6 +19,7 @@ from fruitflow_bench.raw_engines import ENGINE_NAMES, measure_raw, raw_throughpu
 from fruitflow_bench.reference import run_reference
 from fruitflow_bench.report import Report, render
 from fruitflow_bench.scale import BASELINE_IMAGES, measure_scale
+from fruitflow_bench.wheelhouse import measure_wheelhouse
 from fruitflow_bench.workload import image_folder
 from fruitflow_pipeline.run import PipelineRun
 from fruitflow_pipeline.steps import PIPELINE
@@ -97,6 +98,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="images for the reference comparison, PCA and CSV (default %(default)s)",
     )
     parser.add_argument("--skip-reference", action="store_true", help="do not run the reference pipeline")
+    parser.add_argument(
+        "--wheelhouse",
+        type=Path,
+        metavar="DIR",
+        help="a `make wheelhouse` folder: measure each EMR package set's size and install into a fresh venv "
+        "(default: skipped)",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results.md", help="Markdown file to write")
     parser.add_argument(
         "--workdir",
@@ -180,6 +188,10 @@ def benchmark(args: argparse.Namespace) -> Report:
     if not args.skip_reference:
         progress(f"reference pipeline on {headline} images")
         reference, reference_metrics = run_reference(run_for(headline), results / f"reference-{headline}", logs)
+    wheelhouse = []
+    if args.wheelhouse:
+        progress(f"EMR package sets: each from {args.wheelhouse} into a fresh venv")
+        wheelhouse = measure_wheelhouse(args.wheelhouse.resolve(), logs)
     return Report(
         raw=raw,
         featurize=featurize,
@@ -194,6 +206,7 @@ def benchmark(args: argparse.Namespace) -> Report:
         scale=scale,
         reference=reference,
         reference_metrics=reference_metrics,
+        wheelhouse=wheelhouse,
     )
 
 

@@ -19,6 +19,7 @@ from fruitflow_bench.memory import MEMORY_SAMPLE_SECONDS
 from fruitflow_bench.nightly import NightlyRun
 from fruitflow_bench.raw_engines import ENGINE_NAMES, FORWARD_PASSES, RawResult
 from fruitflow_bench.scale import ScaleNight, peak_megabytes
+from fruitflow_bench.wheelhouse import PackageSet, wheelhouse_lines
 from fruitflow_bench.workload import BATCH_SIZE, IMAGE_SEED
 from fruitflow_pipeline.settings import LocalSettings
 from fruitflow_pipeline.steps import PIPELINE
@@ -46,6 +47,7 @@ class Report:
     scale: dict[int, list[ScaleNight]]  # image count -> night 1 and the 1 %-changed night 2; empty: skipped
     reference: JobTiming | None
     reference_metrics: dict | None
+    wheelhouse: list[PackageSet]  # the EMR nodes' package sets; empty: skipped
 
     @property
     def raw_onnx_rate(self) -> float:
@@ -444,6 +446,7 @@ def render(report: Report, started: datetime) -> str:
         pca_csv_section(report),
         growth_section(report),
         reference_section(report),
+        wheelhouse_lines(report.wheelhouse),
         targets_section(report),
     ]
     lines = ["# fruitflow benchmark", "", header, "", f"CPU: {cpu_info().describe()}", "", f"Versions: {versions()}"]

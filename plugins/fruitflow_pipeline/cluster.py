@@ -117,7 +117,12 @@ def job_flow_spec(
                 "Name": "install fruitflow Python requirements",
                 "ScriptBootstrapAction": {
                     "Path": join_uri(run.code_uri, "bootstrap.sh"),
-                    "Args": [run.code_uri, emr.python, *([emr.wheelhouse_uri] if emr.wheelhouse_uri else [])],
+                    "Args": [
+                        run.code_uri,
+                        emr.python,
+                        run.engine,
+                        *([emr.wheelhouse_uri] if emr.wheelhouse_uri else []),
+                    ],
                 },
             }
         ],

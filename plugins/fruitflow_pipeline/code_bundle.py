@@ -14,7 +14,15 @@ from pathlib import Path
 from fruitflow_pipeline.steps import CODE_PACKAGE, PIPELINE
 
 PACKAGE = "fruitflow"
-CLUSTER_FILES = ("cluster/bootstrap.sh", "cluster/requirements.txt", "cluster/constraints.txt")
+# bootstrap.sh installs the full set on the primary node, and on every node with engine
+# tensorflow; the lean set (no TensorFlow) on the core and task nodes with engine onnx.
+CLUSTER_FILES = (
+    "cluster/bootstrap.sh",
+    "cluster/requirements.txt",
+    "cluster/constraints.txt",
+    "cluster/requirements-lean.txt",
+    "cluster/constraints-lean.txt",
+)
 
 
 def _sources(jobs_dir: Path) -> list[Path]:

@@ -163,7 +163,7 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
     ]
     assert {key for _, key in code_puts} == {
         "fruitflow.zip", "featurize.py", "pca.py", "export_csv.py", "bootstrap.sh", "requirements.txt",
-        "constraints.txt",
+        "constraints.txt", "requirements-lean.txt", "constraints-lean.txt",
     }  # fmt: skip
     operations = [name for name, _ in aws_calls]
     assert max(index for index, _ in code_puts) < operations.index("RunJobFlow")  # the code is there before the cluster
@@ -175,7 +175,7 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
     assert request["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
     assert request["BootstrapActions"][0]["ScriptBootstrapAction"] == {
         "Path": f"{code_uri}/bootstrap.sh",
-        "Args": [code_uri, "/usr/bin/python3.11"],
+        "Args": [code_uri, "/usr/bin/python3.11", "onnx"],
     }
     assert {"Key": "fruitflow-run", "Value": plan["run"]["key"]} in request["Tags"]
 

@@ -3,6 +3,7 @@ param validation, the code bundle and the output checks."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import zipfile
@@ -98,8 +99,17 @@ def test_wheelhouse_setting_reaches_the_bootstrap():
     assert bootstrap["ScriptBootstrapAction"]["Args"] == [
         RUN.code_uri,
         "/usr/bin/python3.11",
+        RUN.engine,
         "s3://fruits/wheelhouse/",
     ]
+
+
+def test_the_runs_engine_reaches_the_bootstrap_which_picks_each_nodes_packages_by_it():
+    emr = Settings.from_env({}).emr
+    run = dataclasses.replace(RUN, engine="tensorflow")
+    spec = job_flow_spec(run, SHAPE, emr, "scheduled__x", plan_executors(worker_groups(SHAPE), ONNX_WORKER_MB))
+    (bootstrap,) = spec["BootstrapActions"]
+    assert bootstrap["ScriptBootstrapAction"]["Args"] == [RUN.code_uri, "/usr/bin/python3.11", "tensorflow"]
 
 
 def test_run_folders_are_claimed_once_and_never_emptied_for_another_run(tmp_path):
@@ -200,7 +210,7 @@ def test_job_flow_spec_is_a_transient_cluster_that_cleans_up_after_itself():
     (bootstrap,) = spec["BootstrapActions"]
     assert bootstrap["ScriptBootstrapAction"] == {
         "Path": f"{RUN.code_uri}/bootstrap.sh",
-        "Args": [RUN.code_uri, "/usr/bin/python3.11"],
+        "Args": [RUN.code_uri, "/usr/bin/python3.11", RUN.engine],
     }
     assert spec["EbsRootVolumeSize"] == 30
     spark_env = next(c for c in spec["Configurations"] if c["Classification"] == "spark-env")
@@ -349,7 +359,7 @@ def test_code_bundle_holds_what_the_steps_and_bootstrap_need(tmp_path):
     files = build_bundle(ROOT / "spark_jobs", tmp_path, version)
     assert sorted(path.name for path in files) == sorted(
         ["fruitflow.zip", "featurize.py", "pca.py", "export_csv.py", "bootstrap.sh", "requirements.txt",
-         "constraints.txt"]
+         "constraints.txt", "requirements-lean.txt", "constraints-lean.txt"]
     )  # fmt: skip
     with zipfile.ZipFile(tmp_path / "fruitflow.zip") as archive:
         names = archive.namelist()

@@ -323,10 +323,12 @@ def test_a_rehearsed_bootstrap_runs_on_a_throwaway_python_and_fails_the_cluster_
         assert "bootstrap action 1 returned a non-zero return code" in cluster["Status"]["StateChangeReason"]["Message"]
 
 
-def test_the_real_bootstrap_script_copies_the_code_versions_requirements_and_constraints():
+def test_the_real_bootstrap_script_copies_the_code_versions_requirements_and_constraints_of_both_sets():
     script = (ROOT / "spark_jobs" / "cluster" / "bootstrap.sh").read_text()
-    args = ["s3://fruits/results/_code/abc/", "/usr/bin/python3.11"]
+    args = ["s3://fruits/results/_code/abc/", "/usr/bin/python3.11", "onnx"]
     assert files_a_bootstrap_copies(script, args) == [
+        "s3://fruits/results/_code/abc/requirements-lean.txt",
+        "s3://fruits/results/_code/abc/constraints-lean.txt",
         "s3://fruits/results/_code/abc/requirements.txt",
         "s3://fruits/results/_code/abc/constraints.txt",
     ]
