@@ -10,7 +10,7 @@ Every night (and on demand: **Trigger** with the form) this DAG turns the images
 | `errors/` | Parquet: `path`, `label`, `error`: images that could not be featurised |
 | `pca/`, `pca_features.csv` | PCA-reduced vectors; the CSV has `path,label,pc_1..pc_k` |
 | `explained_variance.json` / `.png` | how many components (k) were kept and why |
-| `report.json` | every run past validate_params: status, the failed task and its error, counts, k, cluster id |
+| `report.json` / `.html` | every run past validate_params: status, failed task, error, counts, k, cluster time, cost |
 
 The run key is the run's logical date to the second (`20261125T020000Z`); a second DAG run in the
 same second gets a longer name (`20261125T020000Z-200000`). `_dag_run.json` in the folder names the
@@ -83,6 +83,7 @@ from fruitflow_pipeline.operators import (
 )
 from fruitflow_pipeline.params import InvalidParams, dag_params, validate_run
 from fruitflow_pipeline.report import OutputCheckFailed, problems_in, run_report, steps_so_far, summarise_outputs
+from fruitflow_pipeline.report_html import report_html_for
 from fruitflow_pipeline.retention import apply_retention
 from fruitflow_pipeline.run import PipelineRun
 from fruitflow_pipeline.run_folder import RunFolderTaken, claim_run_folder, ensure_own, mark
@@ -243,6 +244,7 @@ def write_report(run: dict, checks_task_id: str, cluster_task_id: str | None = N
         bytes_written=sum(listed.size for listed in store.files_under(pipeline_run.uri)),
     )
     store.write_text(pipeline_run.report_uri, json.dumps(report, indent=2))
+    store.write_text(pipeline_run.report_html_uri, report_html_for(report, pipeline_run, store))
     return pipeline_run.report_uri
 
 

@@ -102,6 +102,7 @@ def summary(report: dict, run_folder: str) -> str:
         f"plot:    {run_folder}/explained_variance.png",
         f"scatter: {run_folder}/pca_scatter.png",
         f"report:  {run_folder}/report.json",
+        f"page:    {run_folder}/report.html (open it in a browser)",
     ])  # fmt: skip
 
 

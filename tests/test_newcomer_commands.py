@@ -49,6 +49,7 @@ def test_make_demo_runs_the_dag_and_reports_where_the_results_are(tmp_path, seed
     assert f"CSV:     {run_folder / 'pca_features.csv'}" in demo.stdout
     assert f"plot:    {run_folder / 'explained_variance.png'}" in demo.stdout
     assert f"scatter: {run_folder / 'pca_scatter.png'}" in demo.stdout
+    assert f"page:    {run_folder / 'report.html'} (open it in a browser)" in demo.stdout
     for task in (
         "validate_params",
         "empty_run_folder",

@@ -84,6 +84,10 @@ class PipelineRun:
     def report_uri(self) -> str:
         return join_uri(self.uri, "report.json")
 
+    @property
+    def report_html_uri(self) -> str:
+        return join_uri(self.uri, "report.html")
+
     def metrics_uri(self, step_name: str) -> str:
         return join_uri(self.uri, "metrics", f"{step_name}.json")
 

@@ -26,6 +26,7 @@ class Storage(Protocol):
     def exists(self, uri: str) -> bool: ...
     def files_under(self, uri: str) -> Iterator[ListedFile]: ...
     def read_text(self, uri: str) -> str: ...
+    def read_bytes(self, uri: str) -> bytes: ...
     def write_text(self, uri: str, text: str) -> None: ...
     def csv_rows(self, uri: str) -> Iterator[list[str]]: ...
     def upload(self, files: tuple[Path, ...], folder_uri: str) -> None: ...
@@ -51,6 +52,9 @@ class LocalStorage:
 
     def read_text(self, uri: str) -> str:
         return local_path(uri).read_text(encoding="utf-8")
+
+    def read_bytes(self, uri: str) -> bytes:
+        return local_path(uri).read_bytes()
 
     def write_text(self, uri: str, text: str) -> None:
         path = local_path(uri)
@@ -106,6 +110,10 @@ class S3Storage:
     def read_text(self, uri: str) -> str:
         bucket, key = self._split(uri)
         return self.hook.read_key(key, bucket)
+
+    def read_bytes(self, uri: str) -> bytes:
+        bucket, key = self._split(uri)
+        return self.hook.get_key(key, bucket).get()["Body"].read()
 
     def write_text(self, uri: str, text: str) -> None:
         bucket, key = self._split(uri)

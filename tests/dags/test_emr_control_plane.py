@@ -453,7 +453,7 @@ def test_a_good_run_deletes_the_runs_beyond_the_newest_good_ones_and_reports_wha
     assert deleted["run"] == "20261126T020000Z" and deleted["bytes"] > 0
     assert first_report["retention"]["deleted_bytes"] == deleted["bytes"]
     listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="results/20261127T020000Z/")["Contents"]
-    written = sum(item["Size"] for item in listed if not item["Key"].endswith("/report.json"))
+    written = sum(item["Size"] for item in listed if not item["Key"].endswith(("/report.json", "/report.html")))
     assert first_report["bytes_written"] == written
 
 
@@ -507,3 +507,8 @@ def test_the_report_says_where_the_cluster_time_went_and_what_it_cost(load_dag, 
     log = capfd.readouterr().out
     assert f"cluster {usage['id']} TERMINATED: provisioning 120 s, bootstrap 420 s, steps 1800 s" in log
     assert f"estimated cost: {usage['estimated_cost']['total']:.2f} (FRUITFLOW_EMR_HOURLY_PRICES)" in log
+    page = boto3.client("s3").get_object(Bucket=BUCKET, Key=f"results/{run_key_of(run)}/report.html")
+    html = page["Body"].read().decode()
+    assert f"Estimated cost: <b>{usage['estimated_cost']['total']:.2f}</b>" in html
+    assert html.count('src="data:image/png;base64,') == 0  # the fake steps drew no pictures: said so
+    assert "explained variance by number of components: not drawn by this run." in html

@@ -63,6 +63,9 @@ def test_too_many_broken_images_fail_the_run_with_a_report_and_replace_only_its_
     assert (report["failed_task"], report["error"]) == ("check_outputs", problem)
     errors = pd.read_parquet(this_run / "errors").sort_values("path")
     assert [Path(p).name for p in errors["path"]] == ["empty.jpg", "half.jpg"]
+    html = (this_run / "report.html").read_text()
+    assert "Task <b>check_outputs</b>" in html and html.count('src="data:image/png;base64,') == 2
+    assert all(f"{path}</td>" in html for path in errors["path"])  # the rows that could not be read
     assert len(pd.read_csv(this_run / "pca_features.csv")) == 10
 
     assert not (this_run / "left-from-before.txt").exists()

@@ -183,3 +183,33 @@ def test_full_refresh_computes_everything_even_when_nothing_changed(nights):
     metrics = featurize_metrics(results, 24)
     assert (metrics["model_rows"], metrics["reused"]) == (210, 0)
     assert refreshed.latest == run_key(24)
+
+
+def test_every_night_leaves_a_report_a_person_reads_offline(nights):
+    """report.html beside report.json: a good night, a night with nothing to do, a failed night."""
+    results = nights.results
+
+    def page(day: int) -> str:
+        html = (results / run_key(day) / "report.html").read_text()
+        # One self-contained file: nothing to fetch, nothing to run.
+        assert "<script" not in html and "http://" not in html and "https://" not in html
+        return html
+
+    good = page(21)
+    assert "fruitflow run 20261121T020000Z" in good and ">succeeded</span>" in good
+    assert good.count('src="data:image/png;base64,') == 2  # explained variance and the scatter
+    report = json.loads((results / run_key(21) / "report.json").read_text())
+    assert f"k = <b>{report['pca']['k']}</b>" in good
+    for name, value in [("new", 20), ("changed", 5), ("reused", 185), ("removed", 10)]:
+        assert f"<td>{name}</td><td class=number>{value}</td>" in good
+    assert f"compared with</td><td>{run_key(20)}</td>" in good
+
+    unchanged = page(22)
+    assert ">unchanged</span>" in unchanged and f"unchanged since {run_key(21)}" in unchanged
+    assert "data:image/png" not in unchanged and "<h2>Steps</h2>" not in unchanged
+    assert "<td>featurize</td><td>skipped</td>" in unchanged
+
+    failed = page(23)
+    assert ">failed</span>" in failed and "Task <b>check_outputs</b>" in failed
+    assert "1 of 211 images could not be featurised" in failed
+    assert "Training/Kiwi/broken.jpg</td>" in failed  # the first error rows, from the errors Parquet
