@@ -70,6 +70,12 @@ def installed_set(tmp_path: Path, env: dict) -> tuple[str, list[str]]:
     return name, calls
 
 
+def bootstrap_with_recording_python(tmp_path: Path, env: dict, engine: str) -> subprocess.CompletedProcess:
+    """bootstrap.sh on a node whose Python only records how it was called."""
+    python = executable(tmp_path / "python3.11", RECORDING_PYTHON)
+    return run_bootstrap(env, CODE_URI, str(python), engine)
+
+
 def run_bootstrap(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["bash", str(CLUSTER / "bootstrap.sh"), *args], env=env, capture_output=True, text=True, timeout=600
@@ -100,14 +106,13 @@ def test_cluster_constraints_pin_the_lean_set_without_tensorflow_as_the_full_set
 
 def test_bootstrap_installs_from_pypi_under_the_constraints_with_temp_files_on_mnt(node):
     tmp_path, _, env = node
-    python = executable(tmp_path / "python3.11", RECORDING_PYTHON)
-    result = run_bootstrap(env, CODE_URI, str(python), "onnx")
+    result = bootstrap_with_recording_python(tmp_path, env, "onnx")
     assert result.returncode == 0, result.stderr
     work = Path(env["FRUITFLOW_BOOTSTRAP_DIR"])
     calls = (tmp_path / "calls.log").read_text().splitlines()
     install = next(call for call in calls if call.startswith("sudo env"))
     assert install == (
-        f"sudo env TMPDIR={work}/tmp {python} -m pip install --quiet --no-cache-dir "
+        f"sudo env TMPDIR={work}/tmp {tmp_path / 'python3.11'} -m pip install --quiet --no-cache-dir "
         f"-r {work}/requirements.txt -c {work}/constraints.txt"
     )
     assert f"aws s3 cp --only-show-errors {CODE_URI}/constraints.txt {work}/constraints.txt" in calls
@@ -118,8 +123,7 @@ def test_bootstrap_installs_from_pypi_under_the_constraints_with_temp_files_on_m
 
 def test_a_core_node_of_an_onnx_run_installs_the_lean_set_and_never_imports_tensorflow(core_node):
     tmp_path, _, env = core_node
-    python = executable(tmp_path / "python3.11", RECORDING_PYTHON)
-    result = run_bootstrap(env, CODE_URI, str(python), "onnx")
+    result = bootstrap_with_recording_python(tmp_path, env, "onnx")
     assert result.returncode == 0, result.stderr
     name, calls = installed_set(tmp_path, env)
     assert name == "requirements-lean.txt"
@@ -132,8 +136,7 @@ def test_a_core_node_of_an_onnx_run_installs_the_lean_set_and_never_imports_tens
 
 def test_every_node_of_a_tensorflow_run_installs_the_full_set(core_node):
     tmp_path, _, env = core_node
-    python = executable(tmp_path / "python3.11", RECORDING_PYTHON)
-    result = run_bootstrap(env, CODE_URI, str(python), "tensorflow")
+    result = bootstrap_with_recording_python(tmp_path, env, "tensorflow")
     assert result.returncode == 0, result.stderr
     assert installed_set(tmp_path, env)[0] == "requirements.txt"
 
@@ -149,8 +152,7 @@ def test_a_node_whose_role_cannot_be_read_installs_the_full_set_and_says_so(core
         path.mkdir()
     else:
         path.write_text('{"instanceGroupId": "ig-1"}')
-    python = executable(tmp_path / "python3.11", RECORDING_PYTHON)
-    result = run_bootstrap(env, CODE_URI, str(python), "onnx")
+    result = bootstrap_with_recording_python(tmp_path, env, "onnx")
     assert result.returncode == 0, result.stderr
     assert installed_set(tmp_path, env)[0] == "requirements.txt"
     assert f"no isMaster in {path}: role unknown, installing the full set" in result.stdout
@@ -158,8 +160,7 @@ def test_a_node_whose_role_cannot_be_read_installs_the_full_set_and_says_so(core
 
 def test_bootstrap_refuses_an_unknown_engine(node):
     tmp_path, _, env = node
-    python = executable(tmp_path / "python3.11", RECORDING_PYTHON)
-    result = run_bootstrap(env, CODE_URI, str(python), "torch")
+    result = bootstrap_with_recording_python(tmp_path, env, "torch")
     assert result.returncode == 2
     assert "unknown engine 'torch' (onnx or tensorflow)" in result.stderr
     assert not (tmp_path / "calls.log").exists()
@@ -168,8 +169,7 @@ def test_bootstrap_refuses_an_unknown_engine(node):
 def test_bootstrap_refuses_a_missing_constraints_file(node):
     tmp_path, s3, env = node
     (s3 / CODE_URI.removeprefix("s3://") / "constraints.txt").unlink()
-    python = executable(tmp_path / "python3.11", RECORDING_PYTHON)
-    result = run_bootstrap(env, CODE_URI, str(python), "onnx")
+    result = bootstrap_with_recording_python(tmp_path, env, "onnx")
     assert result.returncode != 0
     assert not any("pip install" in call for call in (tmp_path / "calls.log").read_text().splitlines())
 
@@ -201,21 +201,25 @@ def test_wheelhouse_holds_a_wheel_for_every_pinned_package_of_both_sets(wheelhou
     assert all(platform == "any" or platform.endswith("x86_64") for platform in platforms)
 
 
-@pytest.mark.slow
-def test_bootstrap_installs_from_the_wheelhouse_alone_into_a_fresh_python(node, wheelhouse):
+def bootstrap_from_wheelhouse(node, wheelhouse: Path) -> tuple[subprocess.CompletedProcess, str]:
+    """bootstrap.sh of an onnx run with the wheelhouse on S3, into a fresh Python; and that Python."""
     tmp_path, s3, env = node
     shutil.copytree(wheelhouse, s3 / WHEELHOUSE_URI.removeprefix("s3://"))
     fresh = tmp_path / "node-python"
     venv.create(fresh, with_pip=True)
     # No index at all: a pip that tried PyPI would fail here rather than quietly download.
     env |= {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_EXTRA_INDEX_URL": "", "PIP_CONFIG_FILE": os.devnull}
-    result = run_bootstrap(env, CODE_URI, str(fresh / "bin" / "python"), "onnx", WHEELHOUSE_URI)
+    python = str(fresh / "bin" / "python")
+    return run_bootstrap(env, CODE_URI, python, "onnx", WHEELHOUSE_URI), python
+
+
+@pytest.mark.slow
+def test_bootstrap_installs_from_the_wheelhouse_alone_into_a_fresh_python(node, wheelhouse):
+    result, python = bootstrap_from_wheelhouse(node, wheelhouse)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fruitflow requirements ready (full set): tensorflow 2.21.0 onnxruntime 1.32.0" in result.stdout
     assert f"installing from the wheelhouse {WHEELHOUSE_URI} only" in result.stdout
-    installed = subprocess.run(
-        [str(fresh / "bin" / "python"), "-m", "pip", "freeze"], capture_output=True, text=True, check=True
-    ).stdout
+    installed = subprocess.run([python, "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout
     for line in (CLUSTER / "constraints.txt").read_text().splitlines():
         if "==" in line:
             name, version = line.split("==")
@@ -227,13 +231,7 @@ def test_bootstrap_installs_from_the_wheelhouse_alone_into_a_fresh_python(node, 
 
 @pytest.mark.slow
 def test_a_core_node_installs_the_lean_set_from_the_same_wheelhouse_without_tensorflow(core_node, wheelhouse):
-    tmp_path, s3, env = core_node
-    shutil.copytree(wheelhouse, s3 / WHEELHOUSE_URI.removeprefix("s3://"))
-    fresh = tmp_path / "node-python"
-    venv.create(fresh, with_pip=True)
-    env |= {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_EXTRA_INDEX_URL": "", "PIP_CONFIG_FILE": os.devnull}
-    python = str(fresh / "bin" / "python")
-    result = run_bootstrap(env, CODE_URI, python, "onnx", WHEELHOUSE_URI)
+    result, python = bootstrap_from_wheelhouse(core_node, wheelhouse)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fruitflow requirements ready (lean set): onnxruntime 1.32.0" in result.stdout
     check = (
