@@ -41,7 +41,7 @@ def first_error_rows(parquet_parts: list[bytes], limit: int = ERROR_ROWS) -> lis
 def _table(rows: list[tuple], header: tuple | None = None) -> str:
     def cell(value, tag="td") -> str:
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        text = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+        text = f"{value:,}" if number and isinstance(value, int) else str(value)
         return f"<{tag}{' class=number' if number else ''}>{escape(text)}</{tag}>"
 
     head = "<tr>" + "".join(cell(name, "th") for name in header) + "</tr>" if header else ""
@@ -52,11 +52,12 @@ def _table(rows: list[tuple], header: tuple | None = None) -> str:
 def _size(size: int | None) -> str:
     if size is None:
         return "unknown"
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:,} {unit}" if unit == "bytes" else f"{size:,.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
+    scaled, unit = float(size), "bytes"
+    for larger in ("kB", "MB", "GB"):
+        if scaled < 1000:
+            break
+        scaled, unit = scaled / 1000, larger
+    return f"{size:,} bytes" if unit == "bytes" else f"{scaled:,.1f} {unit}"
 
 
 def _picture(title: str, png: bytes | None) -> str:

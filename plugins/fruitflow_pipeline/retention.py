@@ -19,14 +19,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from fruitflow_pipeline.run import join_uri
-from fruitflow_pipeline.run_folder import MARKER
+from fruitflow_pipeline.run import REPORT_FILE, join_uri
+from fruitflow_pipeline.run_folder import MARKER, read_claim
 from fruitflow_pipeline.settings import RetentionSettings
 from fruitflow_pipeline.storage import ListedFile, Storage
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "report.json"
 # run_folder.candidate_keys' names: the second, then its microseconds, then a counter.
 RUN_KEY_NAME = re.compile(r"\d{8}T\d{6}Z(-\d{6}(-\d+)?)?")
 
@@ -49,7 +48,7 @@ class Verdict:
 
 
 def folder_sizes(files: Iterable[ListedFile]) -> dict[str, tuple[int, set[str]]]:
-    """Per top-level folder of a listing: its bytes and the names of the files directly in it."""
+    """Per top-level folder of a listing: its bytes and its files' paths, relative to it."""
     sizes: dict[str, int] = defaultdict(int)
     names: dict[str, set[str]] = defaultdict(set)
     for listed in files:
@@ -68,7 +67,7 @@ def run_folders_of(storage: Storage, results_uri: str, dag_id: str) -> list[RunF
             continue
         folder = join_uri(results_uri, key)
         try:
-            marker = json.loads(storage.read_text(join_uri(folder, MARKER)))
+            marker = read_claim(storage, folder)
             if marker.get("dag_id") != dag_id:
                 continue
             report = json.loads(storage.read_text(join_uri(folder, REPORT_FILE))) if REPORT_FILE in names else {}

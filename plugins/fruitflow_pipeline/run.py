@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+REPORT_FILE = "report.json"
+
 
 def run_key(moment: datetime) -> str:
     """Name of a run's folder: its logical date in ISO basic form, safe in S3 keys and Hadoop paths."""
@@ -82,7 +84,7 @@ class PipelineRun:
 
     @property
     def report_uri(self) -> str:
-        return join_uri(self.uri, "report.json")
+        return join_uri(self.uri, REPORT_FILE)
 
     @property
     def report_html_uri(self) -> str:

@@ -37,11 +37,15 @@ def candidate_keys(moment: datetime) -> Iterator[str]:
         yield f"{longer}-{attempt}"
 
 
+def read_claim(storage: Storage, folder: str) -> dict:
+    """``folder``'s claim, as ``mark`` wrote it; the folder must have one."""
+    return json.loads(storage.read_text(join_uri(folder, MARKER)))
+
+
 def owner_of(storage: Storage, folder: str) -> str | None:
     """The DAG run id that claimed ``folder``, or None when nobody did (a new folder, or one
     written before run folders were claimed)."""
-    marker = join_uri(folder, MARKER)
-    return json.loads(storage.read_text(marker))["dag_run_id"] if storage.exists(marker) else None
+    return read_claim(storage, folder)["dag_run_id"] if storage.exists(join_uri(folder, MARKER)) else None
 
 
 def mark(storage: Storage, folder: str, dag_run_id: str, dag_id: str) -> None:
