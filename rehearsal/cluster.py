@@ -194,9 +194,13 @@ class RehearsalCluster:
         self.running: dict[str, subprocess.Popen] = {}
         self.lock = threading.Lock()
         self._patches: list = []
+        # Made here, once: making a client reads os.environ, which dag.test()'s in-process task runner
+        # changes meanwhile (a cluster thread died of KeyError '__AIRFLOW_SUPERVISOR_FD'). Made, a
+        # client is safe to share between threads.
+        self._clients = {service: boto3.client(service, endpoint_url=endpoint_url) for service in ("emr", "s3")}
 
     def client(self, service: str):
-        return boto3.client(service, endpoint_url=self.endpoint_url)
+        return self._clients[service]
 
     def __enter__(self) -> RehearsalCluster:
         from moto.emr import models
