@@ -24,6 +24,9 @@ SPARK_JOBS = ROOT / "spark_jobs"
 _airflow_home = Path(tempfile.mkdtemp(prefix="fruitflow-airflow-"))
 os.environ.update(
     AIRFLOW_HOME=str(_airflow_home),
+    # A featurize job given no --model-cache keeps its converted model in the per-user cache: the
+    # tests' own, never the home folder of whoever runs them.
+    XDG_CACHE_HOME=tempfile.mkdtemp(prefix="fruitflow-user-cache-"),
     AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{_airflow_home}/airflow.db",
     AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
     AIRFLOW__CORE__PLUGINS_FOLDER=str(ROOT / "plugins"),

@@ -36,6 +36,8 @@ TASKS_PER_CORE = 4
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # The file Keras' MobileNetV2(weights="imagenet") downloads: what to copy for a machine without internet.
 IMAGENET_WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
+# --model-cache's word for no cache: convert the network on every run.
+MODEL_CACHE_OFF = "none"
 
 
 def is_image_path(relative_path: str) -> bool:
@@ -154,8 +156,12 @@ class FeaturizeArguments(JobArguments):
         metavar="|".join(ENGINES),
     )
     model_cache: str | None = flag(
-        f"folder (any Hadoop URI) keeping converted models between runs, for the '{ENGINE_ONNX}' engine",
+        f"folder (any Hadoop URI) keeping converted models between runs, for the '{ENGINE_ONNX}' engine, "
+        f"or '{MODEL_CACHE_OFF}' to convert on every run (default: a per-user folder, "
+        "$XDG_CACHE_HOME/fruitflow/models or ~/.cache/fruitflow/models, when Spark's master is local; "
+        "none on a cluster)",
         default=None,
+        metavar=f"URI|{MODEL_CACHE_OFF}",
     )
     previous_features: str | None = flag(
         "a previous run's --output: images whose path, size and modification time are unchanged keep "

@@ -133,9 +133,20 @@ def keras_features(odd_modes_folder) -> dict[str, np.ndarray]:
 
 @pytest.mark.spark
 @pytest.mark.parametrize("engine", ["onnx", "tensorflow"])
-def test_both_engines_equal_an_in_process_keras_predict(spark, odd_modes_folder, keras_features, tmp_path, engine):
-    """Both engines' features are Keras' (keras_features) within 1e-4 of the largest feature."""
+def test_both_engines_equal_an_in_process_keras_predict(
+    spark, odd_modes_folder, keras_features, tmp_path, engine, monkeypatch, job_log
+):
+    """Both engines' features are Keras' (keras_features) within 1e-4 of the largest feature.
+    Run as by hand, without --model-cache: the onnx engine keeps its model in the per-user cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
     assert run_featurize(odd_modes_folder, tmp_path, "--engine", engine) == 0
+    per_user = tmp_path / "user-cache" / "fruitflow" / "models"
+    if engine == "onnx":
+        assert f"model cache: none given, so the per-user folder {per_user.as_uri()}" in job_log.text
+        assert "model cache: stored" in job_log.text
+        assert sorted(path.suffix for path in per_user.iterdir()) == [".json", ".onnx"]
+    else:
+        assert not per_user.exists()  # TensorFlow runs the weights as they are: nothing to keep
     metrics = json.loads((tmp_path / "metrics" / "featurize.json").read_text())
     assert (metrics["engine"], metrics["featurised"], metrics["errors"]) == (engine, 7, 0)
 
@@ -450,6 +461,28 @@ def test_features_of_other_weights_are_computed_again(spark, shared_first_run, t
     metrics = json.loads((tmp_path / "other" / "metrics" / "featurize.json").read_text())
     assert (metrics["reused"], metrics["model_rows"]) == (0, 31)
     assert "previous features were computed otherwise (weights_digest " in job_log.text
+
+
+@pytest.mark.parametrize(
+    ("given", "master", "environ", "expected"),
+    [
+        ("s3://b/results/_models", "yarn", {}, "s3://b/results/_models"),
+        ("file:///srv/models", "local[2]", {"XDG_CACHE_HOME": "/xdg"}, "file:///srv/models"),
+        (None, "local[*]", {}, "file:///home/ann/.cache/fruitflow/models"),
+        (None, "local[2]", {"XDG_CACHE_HOME": "/xdg"}, "file:///xdg/fruitflow/models"),
+        (None, "local", {"XDG_CACHE_HOME": ""}, "file:///home/ann/.cache/fruitflow/models"),  # empty: unset (XDG)
+        (None, "yarn", {"XDG_CACHE_HOME": "/xdg"}, None),  # a transient cluster's disks go with it
+        ("none", "local[*]", {"XDG_CACHE_HOME": "/xdg"}, None),
+    ],
+)
+def test_a_job_without_a_model_cache_keeps_its_model_per_user_on_a_local_master(given, master, environ, expected):
+    assert featurize.model_cache_folder(given, master, environ, Path("/home/ann")) == expected
+
+
+@pytest.mark.spark
+def test_model_cache_none_converts_every_run_and_says_so(spark, job_log):
+    assert featurize.model_cache(spark, "none") is None
+    assert "model cache: none (--model-cache none): the network is converted on every run" in job_log.text
 
 
 def keys(*rows: tuple) -> pd.DataFrame:
