@@ -21,9 +21,11 @@ times). When they and the params that shape the outputs (variance, weights, engi
 the last good run (`<results_uri>/latest.json`), nothing runs: no cluster, no Spark; the run ends
 successful and `report.json` says `unchanged since <run key>`. Otherwise featurize carries over
 the last good run's rows of unchanged images and only featurises new and changed ones. The
-`full_refresh` param computes everything. Each good run moves `latest.json` and emits an event
-of the `fruitflow_features` asset, whose `extra` has the run key, the CSV and features URIs, k
-and the counts: `schedule=[Asset(name="fruitflow_features", uri="x-fruitflow://fruits_features/features")]`
+`full_refresh` param computes everything. Each good run moves `latest.json` (check_outputs) and,
+once the cluster is gone, emits an event of the `fruitflow_features` asset (write_report), whose
+`extra` has the run key, the CSV and features URIs, k, the counts, the steps' seconds and on EMR
+the cluster's phases, instance time and cost:
+`schedule=[Asset(name="fruitflow_features", uri="x-fruitflow://fruits_features/features")]`
 runs a DAG after each (README, "Nightly runs").
 
 **Target** (`FRUITFLOW_TARGET`): `emr` creates a transient EMR cluster, runs the three steps on
@@ -51,7 +53,8 @@ the last safety net). `local` runs the same steps with spark-submit on this mach
 - **remove_old_runs**: the run's outputs are good and latest.json moved; only the retention of
   old run folders failed (FRUITFLOW_KEEP_RUNS; on S3 the role needs s3:DeleteObject under the
   results prefix). Its log names each folder it kept or deleted and why.
-- **write_report**: only the report could not be written; the run's outcome is that of the other tasks.
+- **write_report**: only the report could not be written; the run's outcome is that of the other tasks,
+  but no features asset event was emitted: a DAG scheduled on it does not run for this night.
 - The cluster is terminated in every case: check that `terminate_cluster` is green (`report.json`
   names it as `failed_task` otherwise). If it is not, terminate the cluster named in its log by hand
   (EMR console); it would stop itself after the idle timeout.
@@ -66,7 +69,7 @@ from pathlib import Path
 
 from airflow.providers.amazon.aws.hooks.emr import EmrHook
 from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrTerminateJobFlowOperator
-from airflow.sdk import DAG, Asset, chain, task
+from airflow.sdk import DAG, Asset, AssetAlias, chain, task
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -102,6 +105,10 @@ ACTIVE_STATES = ["queued", "running"]
 # One asset, the same name and URI in every deployment and on both targets (Airflow allows one
 # URI per asset name in its database); each event's extra says where that run's outputs are.
 FEATURES_ASSET = Asset(name="fruitflow_features", uri="x-fruitflow://fruits_features/features")
+# write_report runs after every run, good or not, and after the cluster's end, which the event's
+# extra tells: through an alias it emits the features event for good runs only (an outlet asset
+# would have one for every run whose report was written).
+FEATURES_EVENTS = AssetAlias(name="fruitflow_features_of_good_runs")
 
 
 def storage():
@@ -174,11 +181,11 @@ def upload_code(run: dict) -> dict:
     return run
 
 
-@task(outlets=[FEATURES_ASSET])
-def check_outputs(run: dict, ti=None, outlet_events=None) -> str:
+@task
+def check_outputs(run: dict, ti=None) -> str:
     """CSV rows = featurised images, error share under the limit. Keeps the outputs' summary for
     the report, also when a check fails. Outputs that pass become the last good run
-    (latest.json) and an event of the features asset; returns the CSV's URI."""
+    (latest.json); returns the CSV's URI."""
     pipeline_run, store = PipelineRun.from_xcom(run), storage()
     try:
         summary = summarise_outputs(pipeline_run, store)
@@ -188,7 +195,6 @@ def check_outputs(run: dict, ti=None, outlet_events=None) -> str:
     if problems := problems_in(summary, pipeline_run.max_error_share):
         raise AirflowFailException("; ".join(problems))
     record_good_run(store, pipeline_run, ti.xcom_pull(task_ids="find_changes", key=LISTING_XCOM_KEY))
-    outlet_events[FEATURES_ASSET].extra = asset_extra(pipeline_run, summary)
     return pipeline_run.csv_uri
 
 
@@ -210,12 +216,15 @@ def remove_old_runs(run: dict, ti=None) -> dict:
     )
 
 
-@task
-def write_report(run: dict, checks_task_id: str, cluster_task_id: str | None = None, ti=None) -> str:
+@task(outlets=[FEATURES_EVENTS])
+def write_report(
+    run: dict, checks_task_id: str, cluster_task_id: str | None = None, ti=None, outlet_events=None
+) -> str:
     """report.json for this run, succeeded or failed: every task's state, the first failure and
     its error, what the steps counted so far, and the cluster: its phases, instance time and,
-    with FRUITFLOW_EMR_HOURLY_PRICES, an estimated cost. A teardown: it runs at the end of
-    every run that got past validate_params, and its own failure leaves the run's outcome alone."""
+    with FRUITFLOW_EMR_HOURLY_PRICES, an estimated cost. When the outputs passed their checks,
+    the features asset event, with the same counts and cluster time. A teardown: it runs at the
+    end of every run that got past validate_params, and its own failure leaves the run's outcome alone."""
     pipeline_run, store = PipelineRun.from_xcom(run), storage()
     states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])[ti.run_id]
     tasks = [task for task in ti.task.dag.topological_sort() if task.task_id != ti.task_id]
@@ -245,6 +254,10 @@ def write_report(run: dict, checks_task_id: str, cluster_task_id: str | None = N
     )
     store.write_text(pipeline_run.report_uri, json.dumps(report, indent=2))
     store.write_text(pipeline_run.report_html_uri, report_html_for(report, pipeline_run, store))
+    if ordered[checks_task_id] == "success":
+        extra = asset_extra(pipeline_run, outputs, usage)
+        outlet_events[FEATURES_EVENTS].add(FEATURES_ASSET, extra=extra)
+        print(f"{FEATURES_ASSET.name} event: {json.dumps(extra)}")
     return pipeline_run.report_uri
 
 

@@ -517,14 +517,16 @@ class ComposeStack:
 
     # Starting.
     def prepare_mounts(self) -> None:
-        """Each bind mount's target folder: a copy of the checkout's folder, or empty for state."""
+        """Each bind mount's target folder: a copy of the checkout's folder, or empty for state.
+        Called before ``up`` too, a file added to a mounted folder in between stays (a DAG of the
+        deployment's own beside this project's)."""
         for mount in bind_mounts(self.compose):
             target = local_path(mount.target, self.root)
             if mount.is_state:
                 target.mkdir(parents=True, exist_ok=True)
             else:
                 ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "spark-warehouse", "metastore_db")
-                shutil.copytree(self.project / mount.source, target, ignore=ignore)
+                shutil.copytree(self.project / mount.source, target, ignore=ignore, dirs_exist_ok=True)
 
     def up(self) -> None:
         """Every service started after its dependencies' conditions hold, then every health check passing."""
@@ -769,15 +771,18 @@ def unpause(api: AirflowApi, dag_id: str) -> None:
     api.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
 
-def scheduled_run(api: AirflowApi, dag_id: str, timeout: float, alive: Callable[[], None]) -> dict:
-    """The run the scheduler starts on unpausing, for the last interval (catchup=False), finished.
-    Its tasks may fail (the README says when); one up for retry ends the wait with its log."""
+def scheduled_run(
+    api: AirflowApi, dag_id: str, timeout: float, alive: Callable[[], None], run_type: str = "scheduled"
+) -> dict:
+    """The first run the scheduler starts of ``run_type``, finished: on unpausing, the run of the
+    last interval (catchup=False); ``asset_triggered``, the run after an asset event. Its tasks
+    may fail (the README says when); one up for retry ends the wait with its log."""
 
     def created() -> str | None:
         runs = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
-        return next((run["dag_run_id"] for run in runs if run["run_type"] == "scheduled"), None)
+        return next((run["dag_run_id"] for run in runs if run["run_type"] == run_type), None)
 
-    run_id = wait_until(created, 60, f"the scheduler creating {dag_id}'s scheduled run", alive)
+    run_id = wait_until(created, 60, f"the scheduler creating {dag_id}'s {run_type} run", alive)
     return wait_for_run(api, dag_id, run_id, timeout, alive, failing={"up_for_retry"})
 
 

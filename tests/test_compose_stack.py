@@ -271,9 +271,20 @@ def test_the_readme_and_ci_install_what_the_skip_message_names():
 # --- The stack itself ---------------------------------------------------------------------------
 
 DAG_ID = "fruits_features"
+CONSUMER_DAG_ID = "train_fruit_classifier"  # the README's DAG scheduled on the features asset
 IMAGES = 6  # one in each of six classes: the smallest folder PCA and the checks take
 PIPELINE_TASKS = ["validate_params", "find_changes", "empty_run_folder", "upload_code",
                   "featurize", "pca", "export_csv", "check_outputs", "remove_old_runs", "write_report"]  # fmt: skip
+
+
+def readme_consumer_dag() -> str:
+    """The README's example of a DAG that runs after each good run, as a user copies it."""
+    section = (ROOT / "README.md").read_text().split("**The `fruitflow_features` asset.**", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_consumer_dag_is_scheduled_on_the_features_asset():
+    assert f'dag_id="{CONSUMER_DAG_ID}", schedule=[FRUIT_FEATURES]' in readme_consumer_dag()
 
 
 @pytest.mark.stack
@@ -284,10 +295,14 @@ def test_the_compose_services_run_the_dag_on_postgresql():
     from fruitflow.sample_images import generate_images
 
     with ComposeStack() as stack:
+        stack.prepare_mounts()
+        (stack.home / "dags" / f"{CONSUMER_DAG_ID}.py").write_text(readme_consumer_dag())
         stack.up()
         api = AirflowApi(stack.api_url)
         api.log_in()
         assert wait_for_dag(api, DAG_ID, 180, stack.alive())["is_paused"]  # DAGS_ARE_PAUSED_AT_CREATION
+        wait_for_dag(api, CONSUMER_DAG_ID, 60, stack.alive())
+        unpause(api, CONSUMER_DAG_ID)
         # Unpausing starts the run of the last interval at once, with the file's settings: on the
         # empty images folder (mkdir -p data/images) it stops in validate_params, as the README says.
         unpause(api, DAG_ID)
@@ -302,6 +317,9 @@ def test_the_compose_services_run_the_dag_on_postgresql():
         states = {ti["task_id"]: ti["state"] for ti in api.task_instances(DAG_ID, run_id)}
         featurize_log = api.task_log(DAG_ID, run_id, "featurize", 1)
         stack.timings["run finished"] = stack.elapsed()
+        consumer = scheduled_run(api, CONSUMER_DAG_ID, 120, stack.alive(), run_type="asset_triggered")
+        consumer_log = "\n".join(api.task_log(CONSUMER_DAG_ID, consumer["dag_run_id"], "train", 1))
+        stack.timings["asset-triggered run finished"] = stack.elapsed()
         results = stack.home / "data" / "results"
         folder = run_folder_of(results, run_id)
         report = json.loads((folder / "report.json").read_text())
@@ -323,6 +341,10 @@ def test_the_compose_services_run_the_dag_on_postgresql():
     assert sorted(csv["path"]) == sorted(f"file:{path}" for path in images) == sorted(features["path"])
     assert len(csv.columns) == report["pca"]["k"] + 2 and features["features"].map(len).eq(1280).all()
     assert latest["run_key"] == folder.name  # the last good run, for the next night
+    # The good run's asset event started the README's DAG, which read the event's extra (the failed
+    # scheduled run before it emitted none).
+    assert consumer["state"] == "success"
+    assert f"run {folder.name}: {IMAGES} images, {IMAGES} new, k = {report['pca']['k']}" in consumer_log
     assert any(f"featurize done: images={IMAGES} featurised={IMAGES} errors=0" in line for line in featurize_log)
     assert stack.swept == [], "processes outlived their service's stop"
     assert marked_processes(marker) == []  # nothing the stack started is left

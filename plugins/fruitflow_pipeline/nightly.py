@@ -95,8 +95,10 @@ def record_good_run(storage: Storage, run: PipelineRun, listing: dict) -> Latest
     return latest
 
 
-def asset_extra(run: PipelineRun, summary: dict) -> dict:
-    """What a features asset event tells the DAGs it triggers: where the outputs are, k, the counts."""
+def asset_extra(run: PipelineRun, summary: dict, cluster_usage: dict | None) -> dict:
+    """What a features asset event tells the DAGs it triggers: where the outputs are, k, the
+    counts, each step's seconds and, on EMR, the cluster's phases, instance time and cost
+    (``cluster_usage``, as in report.json)."""
     counts = summary["counts"]
     return {
         "run": run.key,
@@ -104,4 +106,6 @@ def asset_extra(run: PipelineRun, summary: dict) -> dict:
         "features": run.features_uri,
         "k": summary["pca"]["k"],
         **{name: counts[name] for name in ("images", "new", "changed", "removed", "reused", "errors")},
+        "seconds": summary["seconds"],
+        **({"cluster": cluster_usage} if cluster_usage is not None else {}),
     }

@@ -101,6 +101,25 @@ _poll_dag_test_without_idling()
 
 
 @pytest.fixture(scope="session")
+def features_asset_events() -> Callable[[], list[dict]]:
+    """Reads the extra of each event of the features asset in the metadata DB, oldest first."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    def events() -> list[dict]:
+        with create_session() as session:
+            query = select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            # The same name and URI on both targets: Airflow keeps one URI per asset name, and a
+            # downstream DAG's schedule names both.
+            query = query.where(AssetModel.name == "fruitflow_features")
+            query = query.where(AssetModel.uri == "x-fruitflow://fruits_features/features")
+            return [event.extra for event in session.scalars(query.order_by(AssetEvent.id))]
+
+    return events
+
+
+@pytest.fixture(scope="session")
 def airflow_db():
     from airflow.utils import db
 

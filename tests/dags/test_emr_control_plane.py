@@ -487,7 +487,9 @@ def fill_in_emr_timelines(monkeypatch) -> None:
     monkeypatch.setattr(BaseClient, "_make_api_call", answer)
 
 
-def test_the_report_says_where_the_cluster_time_went_and_what_it_cost(load_dag, aws, airflow_db, monkeypatch, capfd):
+def test_the_report_says_where_the_cluster_time_went_and_what_it_cost(
+    load_dag, aws, airflow_db, monkeypatch, capfd, features_asset_events
+):
     prices = '{"m5.xlarge": 0.24, "m5.2xlarge": 0.48}'
     emr_dag = emr_dag_with_images(load_dag, emr_hourly_prices=prices)
     FakeEmr(monkeypatch)
@@ -512,3 +514,7 @@ def test_the_report_says_where_the_cluster_time_went_and_what_it_cost(load_dag, 
     assert f"Estimated cost: <b>{usage['estimated_cost']['total']:.2f}</b>" in html
     assert html.count('src="data:image/png;base64,') == 0  # the fake steps drew no pictures: said so
     assert "explained variance by number of components: not drawn by this run." in html
+    # The features asset's event, emitted after the cluster's end, carries the same cluster time.
+    event = features_asset_events()[-1]
+    assert (event["run"], event["cluster"]) == (run_key_of(run), usage)
+    assert event["seconds"] == read_json(f"results/{run_key_of(run)}/report.json")["seconds"]

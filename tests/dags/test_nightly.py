@@ -41,17 +41,6 @@ def features_by_path(results: Path, day: int) -> dict[str, bytes]:
     return {path: np.asarray(vector, np.float32).tobytes() for path, vector in pairs}
 
 
-def asset_events() -> list[dict]:
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        query = select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-        query = query.where(AssetModel.name == "fruitflow_features")
-        return [event.extra for event in session.scalars(query.order_by(AssetEvent.id))]
-
-
 def change_images(images: Path, tmp_path: Path) -> set[str]:
     """Add 20 images, replace 5 with other content and delete 10; returns the replaced ones' URIs."""
     extra = generate_images(tmp_path / "extra", 25, seed=99)
@@ -86,7 +75,9 @@ class Nights:
 
 
 @pytest.fixture(scope="module")
-def nights(load_dag_for_module, airflow_db, spark_steps_in_process, seed_model_cache, tmp_path_factory) -> Nights:
+def nights(
+    load_dag_for_module, airflow_db, spark_steps_in_process, seed_model_cache, features_asset_events, tmp_path_factory
+) -> Nights:
     """One results folder through a week: a first night, a night after changes, one without,
     one with a broken image, a full refresh of nothing changed, and one with another engine.
     The nights share a model cache (warm from the first) and a metadata DB, as nightly runs do;
@@ -108,7 +99,7 @@ def nights(load_dag_for_module, airflow_db, spark_steps_in_process, seed_model_c
             state=dag_run.state,
             tasks={ti.task_id: ti.state for ti in dag_run.get_task_instances()},
             latest=json.loads(latest.read_text())["run_key"] if latest.exists() else None,
-            events=asset_events(),
+            events=features_asset_events(),
             images=current,
         )
 
@@ -151,6 +142,7 @@ def test_nightly_runs_featurise_only_what_changed_and_skip_when_nothing_did(nigh
         "run": run_key(21), "csv": str(results / run_key(21) / "pca_features.csv"),
         "features": str(results / run_key(21) / "features"), "k": report["pca"]["k"],
         "images": 210, "new": 20, "changed": 5, "removed": 10, "reused": 185, "errors": 0,
+        "seconds": report["seconds"],  # no cluster on the local target
     }  # fmt: skip
 
     third = nights.nights[22]
@@ -167,6 +159,7 @@ def test_nightly_runs_featurise_only_what_changed_and_skip_when_nothing_did(nigh
     assert failed.state == "failed"
     assert featurize_metrics(results, 23)["model_rows"] == 1  # only the new file
     assert failed.latest == run_key(21)  # not moved
+    assert failed.tasks["write_report"] == "success" and len(failed.events) == len(events)  # reported, not announced
 
     other_engine = nights.nights[25]
     assert other_engine.state == "success"
