@@ -111,8 +111,9 @@ def rehearsal(aws_server, bucket, tmp_path):
 
 @pytest.mark.spark
 def test_three_nights_on_the_rehearsal_cluster_match_the_local_target(
-    load_dag, airflow_db, rehearsal, images, tmp_path, caplog, aws_calls, spark_steps_in_process_for_test
-):
+    load_dag, airflow_db, rehearsal, images, tmp_path, caplog, aws_calls, spark_steps_in_process_for_test,
+    features_asset_events,
+):  # fmt: skip
     caplog.set_level("INFO", logger="fruitflow.rehearsal")
     dag = load_dag("emr", poke_interval_seconds="0.5")
 
@@ -143,6 +144,9 @@ def test_three_nights_on_the_rehearsal_cluster_match_the_local_target(
     assert (report["status"], report["target"], report["cluster_id"]) == ("succeeded", "emr", cluster["Id"])
     assert report["counts"]["images"] == report["counts"]["csv_rows"] == 40
     assert report["counts"]["through_network"] == 40
+    event = features_asset_events()[-1]  # announced once the cluster was gone, with its time
+    assert (event["run"], event["cluster"]) == (run_key(20), report["cluster"])
+    assert (report["cluster"]["id"], report["cluster"]["state"]) == (cluster["Id"], "TERMINATED")
 
     # The local target on the same images computes the same features and CSV (its steps in this
     # process's Spark session: the demo's test submits them as the local target does).
