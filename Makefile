@@ -40,8 +40,9 @@ check-java:
 demo: $(VENV)/.runtime-installed check-java
 	@IMAGES="$(IMAGES)" COUNT="$(COUNT)" WEIGHTS="$(WEIGHTS)" ENGINE="$(ENGINE)" $(BIN)/python scripts/demo.py
 
-# Three tiers of one suite (README, "Development"): `make test` runs all of them, lint first (CI);
-# `make test-fast`, the tests that start no JVM, while editing; `make test-slow`, the rare ones.
+# Tiers of one suite (README, "Development"): `make test`, lint first, everything a contributor runs
+# before pushing; `make test-fast`, the tests that start no JVM, while editing; `make test-slow`, what
+# CI runs after `make test` but a contributor rarely needs (a fresh Python from the wheelhouse, `make rehearse`).
 # Two pytest workers (pytest-xdist): most of a test's time is one busy core (a JVM starting,
 # Airflow's bookkeeping, a subprocess waiting), so two keep a 2-core machine busy. Each test file
 # runs in one worker, so module-scoped fixtures (a week of nights) are built once.
@@ -49,7 +50,7 @@ demo: $(VENV)/.runtime-installed check-java
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 test: lint $(VENV)/.test-installed check-java
-	$(PYTEST) -m "not stack" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow and not stack" $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.test-installed
 	$(PYTEST) -m "not spark and not slow and not stack" $(PYTEST_ARGS)
