@@ -21,10 +21,14 @@ DEFAULT_VARIANCE = 0.95
 DEFAULT_BATCH_SIZE = 16
 WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_RANDOM = "random"
-# The same MobileNetV2 run by ONNX Runtime (converted on the driver) or by TensorFlow (the reference).
+# The same MobileNetV2 run by ONNX Runtime or OpenVINO (both run the model converted to ONNX on the
+# driver) or by TensorFlow (the reference).
 ENGINE_ONNX = "onnx"
+ENGINE_OPENVINO = "openvino"
 ENGINE_TENSORFLOW = "tensorflow"
-ENGINES = (ENGINE_ONNX, ENGINE_TENSORFLOW)
+ENGINES = (ENGINE_ONNX, ENGINE_OPENVINO, ENGINE_TENSORFLOW)
+# The engines whose workers run the converted ONNX model (one cache, one key) and never import TensorFlow.
+ONNX_MODEL_ENGINES = (ENGINE_ONNX, ENGINE_OPENVINO)
 DEFAULT_ENGINE = ENGINE_ONNX  # measured faster: README, "Benchmark"
 # Beside the features Parquet (readers skip "_" files): what computed them, so that a later run
 # knows whether their rows can be carried over.
@@ -69,7 +73,7 @@ def positive_int(text: str) -> int:
 def engine_name(text: str) -> str:
     """argparse type for --engine."""
     if text not in ENGINES:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an engine: use {' or '.join(ENGINES)}")
+        raise argparse.ArgumentTypeError(f"{text!r} is not an engine: use {', '.join(ENGINES)}")
     return text
 
 
@@ -147,14 +151,15 @@ class FeaturizeArguments(JobArguments):
         metavar="N",
     )
     engine: str = flag(
-        f"'{ENGINE_ONNX}' (ONNX Runtime; the network is converted once on the driver) or "
-        f"'{ENGINE_TENSORFLOW}' (the reference)",
+        f"'{ENGINE_ONNX}' (ONNX Runtime; the network is converted once on the driver), "
+        f"'{ENGINE_OPENVINO}' (OpenVINO, f32, on the same converted network) or '{ENGINE_TENSORFLOW}' (the reference)",
         default=DEFAULT_ENGINE,
         parse=engine_name,
         metavar="|".join(ENGINES),
     )
     model_cache: str | None = flag(
-        f"folder (any Hadoop URI) keeping converted models between runs, for the '{ENGINE_ONNX}' engine",
+        "folder (any Hadoop URI) keeping converted models between runs, for the "
+        f"'{ENGINE_ONNX}' and '{ENGINE_OPENVINO}' engines",
         default=None,
     )
     previous_features: str | None = flag(

@@ -4,7 +4,7 @@ Extract: the binaryFile listing (path, size, modification time), no bytes read. 
 previous run's outputs, files whose path, size and modification time are unchanged keep their
 rows, planned from the listing alone, and only the new and changed files' bytes are read.
 Transform: a pandas iterator UDF that decodes, preprocesses and runs the network batch by batch,
-with ONNX Runtime (the default) or TensorFlow. Load: features and errors Parquet, with a progress
+with ONNX Runtime (the default), OpenVINO or TensorFlow. Load: features and errors Parquet, with a progress
 line every 30 s. Reconcile: every listed file is in exactly one of the two outputs.
 """
 
@@ -25,8 +25,10 @@ from fruitflow import hadoop_fs
 from fruitflow.cli import JobError, log, run_job
 from fruitflow.contract import (
     ENGINE_ONNX,
+    ENGINE_OPENVINO,
     FEATURES_IDENTITY_FILE,
     IMAGE_EXTENSIONS,
+    ONNX_MODEL_ENGINES,
     TASKS_PER_CORE,
     WEIGHTS_IMAGENET,
     WEIGHTS_RANDOM,
@@ -44,6 +46,7 @@ from fruitflow.model import (
     weights_digest,
 )
 from fruitflow.onnx_model import ModelCache, OnnxFeatureExtractor, onnx_model
+from fruitflow.openvino_model import OpenVinoFeatureExtractor
 from fruitflow.progress import ProgressReporter
 
 ARGUMENTS = FeaturizeArguments
@@ -84,7 +87,7 @@ def prepare_model(spark, args: FeaturizeArguments) -> tuple[Any, FeaturesIdentit
         identity = FeaturesIdentity(
             engine=args.engine, weights_digest=weights_digest(args.weights, weights_file), preprocessing=PREPROCESSING
         )
-        if args.engine == ENGINE_ONNX:
+        if args.engine in ONNX_MODEL_ENGINES:
             cache = None
             if args.model_cache:
                 read, write = partial(hadoop_fs.read_bytes, spark), partial(hadoop_fs.write_bytes_atomically, spark)
@@ -96,6 +99,8 @@ def prepare_model(spark, args: FeaturizeArguments) -> tuple[Any, FeaturesIdentit
 def build_extractor(engine: str, model, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     if engine == ENGINE_ONNX:
         return OnnxFeatureExtractor(model, threads)
+    if engine == ENGINE_OPENVINO:
+        return OpenVinoFeatureExtractor(model, threads)
     configure_tensorflow_threads(threads)
     return FeatureExtractor(model)
 
