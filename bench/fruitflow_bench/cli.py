@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import fruitflow_bench
-from fruitflow.contract import DEFAULT_ENGINE, ENGINE_ONNX, ENGINE_TENSORFLOW, ENGINES, positive_int
+from fruitflow.contract import DEFAULT_ENGINE, ENGINE_TENSORFLOW, ENGINES, positive_int
 from fruitflow_bench import ROOT
 from fruitflow_bench.jobs import FEATURIZE, measure_memory, pipeline_run, run_steps, upload_code, warm_up
 from fruitflow_bench.nightly import measure_nightly
-from fruitflow_bench.raw_engines import ENGINE_NAMES, measure_raw, raw_throughput
+from fruitflow_bench.raw_engines import ENGINE_NAMES, RAW_ENGINES, measure_raw, raw_throughput
 from fruitflow_bench.reference import run_reference
 from fruitflow_bench.report import Report, render
 from fruitflow_bench.scale import BASELINE_IMAGES, measure_scale
@@ -142,7 +142,7 @@ def benchmark(args: argparse.Namespace) -> Report:
     version = upload_code(results)
 
     raw = {}
-    for engine in (ENGINE_TENSORFLOW, ENGINE_ONNX):
+    for engine in RAW_ENGINES:
         progress(f"raw {ENGINE_NAMES[engine]} on {args.raw_images} images, {args.raw_threads} threads (subprocess)")
         log = logs / f"raw-{engine}-{args.raw_images}.log"
         raw[engine] = measure_raw(folders[args.raw_images], engine, args.raw_threads, log)

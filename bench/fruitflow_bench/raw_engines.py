@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fruitflow.contract import ENGINE_ONNX, ENGINE_TENSORFLOW, WEIGHTS_RANDOM
+from fruitflow.contract import ENGINE_ONNX, ENGINE_OPENVINO, ENGINE_TENSORFLOW, WEIGHTS_RANDOM
 from fruitflow.onnx_model import OPSET
 from fruitflow_bench import ROOT
 from fruitflow_bench.commands import run_logged
@@ -18,12 +18,13 @@ from fruitflow_bench.workload import BATCH_SIZE
 
 # The subprocess is the benchmark's own command line, with its hidden --raw-only flags.
 BENCHMARK_SCRIPT = ROOT / "bench" / "benchmark.py"
-ENGINE_NAMES = {ENGINE_ONNX: "ONNX Runtime", ENGINE_TENSORFLOW: "TensorFlow"}
+ENGINE_NAMES = {ENGINE_ONNX: "ONNX Runtime", ENGINE_OPENVINO: "OpenVINO", ENGINE_TENSORFLOW: "TensorFlow"}
 # The raw forward passes, by the key the subprocess reports them under, as the report names them.
 FORWARD_PASSES = {
     "predict": f"TensorFlow `model.predict` (batch {BATCH_SIZE})",
     "compiled": f"TensorFlow compiled `tf.function` (input_signature [None,224,224,3], batch {BATCH_SIZE})",
     "onnxruntime": f"ONNX Runtime `InferenceSession.run` (tf2onnx, opset {OPSET}, batch {BATCH_SIZE})",
+    "openvino": f"OpenVINO `InferRequest.infer`, f32 (the same ONNX model, batch {BATCH_SIZE})",
 }
 
 
@@ -51,11 +52,25 @@ def onnx_forward_passes(threads: int) -> dict[str, Callable]:
     return {"onnxruntime": OnnxFeatureExtractor(model, threads)}
 
 
-RAW_ENGINES = {ENGINE_TENSORFLOW: tensorflow_forward_passes, ENGINE_ONNX: onnx_forward_passes}
+def openvino_forward_passes(threads: int) -> dict[str, Callable]:
+    """The job's OpenVINO compiled model (``threads``, f32) on the same converted network."""
+    from fruitflow.onnx_model import onnx_model
+    from fruitflow.openvino_model import OpenVinoFeatureExtractor
+
+    model = onnx_model(WEIGHTS_RANDOM, weights_file=None, cache=None)
+    return {"openvino": OpenVinoFeatureExtractor(model, threads)}
+
+
+RAW_ENGINES = {
+    ENGINE_TENSORFLOW: tensorflow_forward_passes,
+    ENGINE_ONNX: onnx_forward_passes,
+    ENGINE_OPENVINO: openvino_forward_passes,
+}
 
 
 def raw_throughput(folder: Path, engine: str, threads: int) -> dict:
-    """Seconds to decode, preprocess and featurise every JPEG under ``folder``, per forward pass.
+    """Seconds to decode, preprocess and featurise every JPEG under ``folder``, per forward pass,
+    and of those the seconds spent decoding and resizing (the rest is the forward pass).
 
     Bytes are read before the clock starts (the jobs read them through Spark). Each forward
     pass is warmed up on a full and on the last, shorter batch first, so no tracing is timed.
@@ -71,15 +86,26 @@ def raw_throughput(folder: Path, engine: str, threads: int) -> dict:
     def model_input(batch: list[bytes]) -> np.ndarray:
         return np.stack([to_model_input(decode_image(content)) for content in batch])
 
-    seconds = {}
+    seconds, decode_seconds = {}, {}
     for name, forward in forward_passes.items():
         for warm_up in {len(batches[0]), len(batches[-1])}:
             forward(model_input(contents[:warm_up]))
+        decoding = 0.0
         started = time.perf_counter()
         for batch in batches:
-            forward(model_input(batch))
+            decode_started = time.perf_counter()
+            pixels = model_input(batch)
+            decoding += time.perf_counter() - decode_started
+            forward(pixels)
         seconds[name] = time.perf_counter() - started
-    return {"engine": engine, "images": len(contents), "threads": threads, "seconds": seconds}
+        decode_seconds[name] = decoding
+    return {
+        "engine": engine,
+        "images": len(contents),
+        "threads": threads,
+        "seconds": seconds,
+        "decode_seconds": decode_seconds,
+    }
 
 
 @dataclass(frozen=True)
@@ -90,9 +116,18 @@ class RawResult:
     images: int
     threads: int
     seconds: dict[str, float]  # forward pass (a FORWARD_PASSES key) -> seconds for all the images
+    decode_seconds: dict[str, float]  # forward pass -> of those seconds, decoding and resizing
 
     def rate(self, forward_pass: str) -> float:
         return self.images / self.seconds[forward_pass]
+
+    def decode_ms(self, forward_pass: str) -> float:
+        """Decode + resize milliseconds per image."""
+        return 1000 * self.decode_seconds[forward_pass] / self.images
+
+    def inference_ms(self, forward_pass: str) -> float:
+        """Preprocess + forward milliseconds per image."""
+        return 1000 * (self.seconds[forward_pass] - self.decode_seconds[forward_pass]) / self.images
 
     @property
     def best_rate(self) -> float:
@@ -105,4 +140,10 @@ def measure_raw(folder: Path, engine: str, threads: int, log: Path) -> RawResult
     command = [sys.executable, str(BENCHMARK_SCRIPT), "--raw-only", str(folder), "--raw-engine", engine]
     run_logged([*command, "--raw-threads", str(threads), "--raw-result", str(result_file)], log)
     result = json.loads(result_file.read_text())
-    return RawResult(engine=engine, images=result["images"], threads=result["threads"], seconds=result["seconds"])
+    return RawResult(
+        engine=engine,
+        images=result["images"],
+        threads=result["threads"],
+        seconds=result["seconds"],
+        decode_seconds=result["decode_seconds"],
+    )
