@@ -121,7 +121,7 @@ def test_bootstrap_installs_from_pypi_under_the_constraints_with_temp_files_on_m
     assert "primary node" in result.stdout and "installing the full set" in result.stdout
 
 
-@pytest.mark.parametrize("engine", ["onnx", "openvino"])
+@pytest.mark.parametrize("engine", ["onnx", "openvino", "openvino-bf16"])
 def test_a_core_node_of_an_onnx_model_run_installs_the_lean_set_and_never_imports_tensorflow(core_node, engine):
     tmp_path, _, env = core_node
     result = bootstrap_with_recording_python(tmp_path, env, engine)
@@ -163,7 +163,7 @@ def test_bootstrap_refuses_an_unknown_engine(node):
     tmp_path, _, env = node
     result = bootstrap_with_recording_python(tmp_path, env, "torch")
     assert result.returncode == 2
-    assert "unknown engine 'torch' (onnx, openvino or tensorflow)" in result.stderr
+    assert "unknown engine 'torch' (onnx, openvino, openvino-bf16 or tensorflow)" in result.stderr
     assert not (tmp_path / "calls.log").exists()
 
 

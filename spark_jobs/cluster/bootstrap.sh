@@ -4,11 +4,12 @@
 # (3.11 on EMR 7.x).
 # Usage (set by the DAG): bootstrap.sh <code URI> <python> <engine> [<wheelhouse URI>]
 #   <code URI>        the run's code version on S3, holding the requirements and constraints files
-#   <engine>          the run's featurize engine, onnx, openvino or tensorflow: which nodes need TensorFlow
+#   <engine>          the run's featurize engine, onnx, openvino, openvino-bf16 or tensorflow: which nodes
+#                     need TensorFlow
 #   <wheelhouse URI>  optional: install from the wheels there (`make wheelhouse`), never from PyPI
 # Two package sets: the full one (requirements.txt, constraints.txt: TensorFlow, tf2onnx, onnx,
 # onnxruntime, openvino, ...) and the lean one (requirements-lean.txt, constraints-lean.txt:
-# onnxruntime, openvino and the data libraries). With engine onnx or openvino the core and task
+# onnxruntime, openvino and the data libraries). With engine onnx or openvino(-bf16) the core and task
 # nodes, whose executors only run the converted model, install the lean set; the primary node, whose
 # driver converts the model on a model-cache miss, installs the full set, as does every node with
 # engine tensorflow.
@@ -32,7 +33,7 @@ choose_package_set() {
     package_set=full
     case "$engine" in
         tensorflow) log "engine tensorflow: every node runs TensorFlow, installing the full set" ;;
-        onnx | openvino)
+        onnx | openvino | openvino-bf16)
             if grep -Eq '"isMaster"[[:space:]]*:[[:space:]]*false' "$instance_info" 2>/dev/null; then
                 package_set=lean
                 log "engine $engine, core or task node ($instance_info): installing the lean set, no TensorFlow"
@@ -43,7 +44,7 @@ choose_package_set() {
             fi
             ;;
         *)
-            echo "fruitflow bootstrap: unknown engine '$engine' (onnx, openvino or tensorflow)" >&2
+            echo "fruitflow bootstrap: unknown engine '$engine' (onnx, openvino, openvino-bf16 or tensorflow)" >&2
             exit 2
             ;;
     esac

@@ -22,13 +22,15 @@ DEFAULT_BATCH_SIZE = 16
 WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_RANDOM = "random"
 # The same MobileNetV2 run by ONNX Runtime or OpenVINO (both run the model converted to ONNX on the
-# driver) or by TensorFlow (the reference).
+# driver) or by TensorFlow (the reference). OpenVINO in bf16 is an engine of its own, never a default:
+# its features differ from f32's (README, "Benchmark"), and the engine is in the features' identity.
 ENGINE_ONNX = "onnx"
 ENGINE_OPENVINO = "openvino"
+ENGINE_OPENVINO_BF16 = "openvino-bf16"
 ENGINE_TENSORFLOW = "tensorflow"
-ENGINES = (ENGINE_ONNX, ENGINE_OPENVINO, ENGINE_TENSORFLOW)
+ENGINES = (ENGINE_ONNX, ENGINE_OPENVINO, ENGINE_OPENVINO_BF16, ENGINE_TENSORFLOW)
 # The engines whose workers run the converted ONNX model (one cache, one key) and never import TensorFlow.
-ONNX_MODEL_ENGINES = (ENGINE_ONNX, ENGINE_OPENVINO)
+ONNX_MODEL_ENGINES = (ENGINE_ONNX, ENGINE_OPENVINO, ENGINE_OPENVINO_BF16)
 DEFAULT_ENGINE = ENGINE_ONNX  # measured faster: README, "Benchmark"
 # Beside the features Parquet (readers skip "_" files): what computed them, so that a later run
 # knows whether their rows can be carried over.
@@ -152,14 +154,15 @@ class FeaturizeArguments(JobArguments):
     )
     engine: str = flag(
         f"'{ENGINE_ONNX}' (ONNX Runtime; the network is converted once on the driver), "
-        f"'{ENGINE_OPENVINO}' (OpenVINO, f32, on the same converted network) or '{ENGINE_TENSORFLOW}' (the reference)",
+        f"'{ENGINE_OPENVINO}' (OpenVINO, f32, on the same converted network), '{ENGINE_OPENVINO_BF16}' (OpenVINO "
+        f"in bf16 where the CPU has it, else f32, and says so) or '{ENGINE_TENSORFLOW}' (the reference)",
         default=DEFAULT_ENGINE,
         parse=engine_name,
         metavar="|".join(ENGINES),
     )
     model_cache: str | None = flag(
         "folder (any Hadoop URI) keeping converted models between runs, for the "
-        f"'{ENGINE_ONNX}' and '{ENGINE_OPENVINO}' engines",
+        f"{', '.join(ONNX_MODEL_ENGINES)} engines",
         default=None,
     )
     previous_features: str | None = flag(

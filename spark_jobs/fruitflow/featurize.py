@@ -26,6 +26,7 @@ from fruitflow.cli import JobError, log, run_job
 from fruitflow.contract import (
     ENGINE_ONNX,
     ENGINE_OPENVINO,
+    ENGINE_OPENVINO_BF16,
     FEATURES_IDENTITY_FILE,
     IMAGE_EXTENSIONS,
     ONNX_MODEL_ENGINES,
@@ -46,7 +47,7 @@ from fruitflow.model import (
     weights_digest,
 )
 from fruitflow.onnx_model import ModelCache, OnnxFeatureExtractor, onnx_model
-from fruitflow.openvino_model import OpenVinoFeatureExtractor
+from fruitflow.openvino_model import BF16, OpenVinoFeatureExtractor
 from fruitflow.progress import ProgressReporter
 
 ARGUMENTS = FeaturizeArguments
@@ -101,6 +102,8 @@ def build_extractor(engine: str, model, threads: int) -> Callable[[np.ndarray], 
         return OnnxFeatureExtractor(model, threads)
     if engine == ENGINE_OPENVINO:
         return OpenVinoFeatureExtractor(model, threads)
+    if engine == ENGINE_OPENVINO_BF16:
+        return OpenVinoFeatureExtractor(model, threads, BF16)
     configure_tensorflow_threads(threads)
     return FeatureExtractor(model)
 

@@ -7,12 +7,31 @@ Its telemetry is off in the workers: see ``import_openvino``.
 
 from __future__ import annotations
 
+import logging
 import sys
+from collections.abc import Sequence
 from types import ModuleType
 
 import numpy as np
 
 from fruitflow.images import preprocess_input
+
+log = logging.getLogger("fruitflow")
+
+F32, BF16 = "f32", "bf16"
+
+
+def inference_precision(requested: str, capabilities: Sequence[str]) -> str:
+    """The precision to compile in: ``requested``, unless it is bf16 and the CPU's capabilities
+    (OpenVINO's ``OPTIMIZATION_CAPABILITIES``: BF16 with AVX-512 BF16 or AMX) lack it; then f32, and
+    the worker's log says why."""
+    if requested == BF16 and "BF16" not in capabilities:
+        log.warning(
+            "bf16 requested but this CPU has no bf16 support (OpenVINO's CPU capabilities: %s): running f32",
+            ", ".join(capabilities),
+        )
+        return F32
+    return requested
 
 
 def import_openvino() -> ModuleType:
@@ -33,21 +52,23 @@ def import_openvino() -> ModuleType:
 
 
 class OpenVinoFeatureExtractor:
-    """A Python worker's OpenVINO compiled model for the converted network, in f32."""
+    """A Python worker's OpenVINO compiled model for the converted network, in f32 unless bf16 is
+    asked for (and the CPU has it)."""
 
-    def __init__(self, model: bytes, threads: int):
+    def __init__(self, model: bytes, threads: int, precision: str = F32):
         openvino = import_openvino()
         from openvino import properties
         from openvino.properties import hint
 
         core = openvino.Core()
+        self.precision = inference_precision(precision, core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
         config = {
             # One pool of the task's cores: N tasks must not start N x N threads.
             properties.inference_num_threads: threads,
             properties.num_streams: 1,
-            # f32 explicitly: on a CPU with bf16 (AMX, or AVX-512 BF16 as on AMD Zen 4) OpenVINO's
+            # Always explicit: on a CPU with bf16 (AMX, or AVX-512 BF16 as on AMD Zen 4) OpenVINO's
             # default precision is bf16, whose features differ from ONNX Runtime's by about 1 %.
-            hint.inference_precision: openvino.Type.f32,
+            hint.inference_precision: openvino.Type.bf16 if self.precision == BF16 else openvino.Type.f32,
             # Several Python workers share a node's cores: pinning each one's threads would stack
             # them on the same cores, so the operating system places them.
             hint.enable_cpu_pinning: False,

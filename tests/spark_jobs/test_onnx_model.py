@@ -170,7 +170,7 @@ def run_featurize(folder: Path, out: Path, engine_name: str) -> int:
 
 
 @pytest.mark.spark
-@pytest.mark.parametrize("engine_name", ["onnx", "openvino"])
+@pytest.mark.parametrize("engine_name", ["onnx", "openvino", "openvino-bf16"])
 def test_onnx_model_workers_never_import_tensorflow(
     spark, fruit_images, tmp_path, workers_without_tensorflow, engine_name
 ):

@@ -11,9 +11,10 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from fruitflow.onnx_model import OnnxFeatureExtractor
-from fruitflow.openvino_model import OpenVinoFeatureExtractor
+from fruitflow.openvino_model import BF16, F32, OpenVinoFeatureExtractor, inference_precision
 
 
 def pixels(count: int) -> np.ndarray:
@@ -39,6 +40,31 @@ def test_openvino_features_are_onnx_runtimes_in_f32_on_the_tasks_threads(convert
     assert np.array_equal(kept, first)
 
 
+def test_bf16_features_are_close_to_f32s_where_the_cpu_has_bf16_and_f32s_where_it_does_not(converted):
+    model, batch = converted[1], pixels(4)
+    f32 = OpenVinoFeatureExtractor(model, threads=2)(batch)
+    extractor = OpenVinoFeatureExtractor(model, threads=2, precision=BF16)
+    difference = np.abs(extractor(batch) - f32).max() / np.abs(f32).max()
+    precision = str(extractor.compiled.get_property("INFERENCE_PRECISION_HINT"))
+    if extractor.precision == BF16:  # this host: avx512_bf16
+        assert precision == "<Type: 'bfloat16'>" and 0 < difference < 0.05
+    else:
+        assert precision == "<Type: 'float32'>" and difference == 0
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "precision"), [(["FP32", "BF16", "INT8"], BF16), (["WINOGRAD", "FP32", "INT8", "BIN"], F32)]
+)
+def test_bf16_runs_only_where_the_cpu_has_it_and_the_log_says_when_it_falls_back(capabilities, precision, job_log):
+    assert inference_precision(BF16, capabilities) == precision
+    fell_back = (
+        "bf16 requested but this CPU has no bf16 support "
+        "(OpenVINO's CPU capabilities: WINOGRAD, FP32, INT8, BIN): running f32"
+    )
+    assert (fell_back in job_log.text) == (precision == F32)
+    assert inference_precision(F32, capabilities) == F32
+
+
 WORKER = """
 import json, os, socket, sys
 from pathlib import Path
@@ -51,7 +77,9 @@ def refuse(self, address):
 socket.socket.connect = refuse
 socket.socket.connect_ex = refuse
 
-from fruitflow.openvino_model import OpenVinoFeatureExtractor
+import pytest
+
+from fruitflow.openvino_model import BF16, F32, OpenVinoFeatureExtractor, inference_precision
 extractor = OpenVinoFeatureExtractor(Path(sys.argv[1]).read_bytes(), threads=1)
 features = extractor(np.zeros((2, 224, 224, 3), np.float32))
 print(json.dumps({"shape": list(features.shape), "connections": connections}))
