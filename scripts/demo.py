@@ -6,7 +6,7 @@ mode, real TensorFlow. Settings come from the environment (the Makefile passes t
     IMAGES   folder of <class>/<image>.jpg to featurise (default: generate COUNT sample images)
     COUNT    sample images to generate when IMAGES is not set (default 200)
     WEIGHTS  imagenet (default), random, or the path of a Keras MobileNetV2 .h5 weights file
-    ENGINE   onnx (default), openvino or tensorflow
+    ENGINE   onnx (default), openvino, openvino-bf16 or tensorflow
     DATA_DIR where sample images and results go (default: data/ in the repository)
 """
 
