@@ -9,7 +9,7 @@ the rehearsal cluster executes each step it adds. Settings, as for `make demo`:
     COUNT    sample images to generate when IMAGES is not set (default 200)
     WEIGHTS  imagenet (default), random, or the path of a Keras MobileNetV2 .h5 weights file
              (uploaded to the bucket, as a deployment would keep it on S3)
-    ENGINE   onnx (default) or tensorflow
+    ENGINE   onnx (default), openvino, openvino-bf16 or tensorflow
     REHEARSE_BOOTSTRAP=1  run the bootstrap action for real into a throwaway venv (minutes: it
              installs the cluster's requirements) instead of only checking that it resolves
     WHEELHOUSE  with it, a folder `make wheelhouse` filled: uploaded to the bucket and given to the

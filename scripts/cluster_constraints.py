@@ -1,7 +1,7 @@
 """spark_jobs/cluster/constraints*.txt: the pins of constraints.txt that the EMR nodes install.
 
 The nodes install spark_jobs/cluster/requirements.txt (the full set) or requirements-lean.txt
-(the lean set: core and task nodes of an `engine=onnx` run) with the matching constraints file,
+(the lean set: core and task nodes of an `engine=onnx` or `engine=openvino` run) with the matching constraints file,
 so every package of the tree (keras, protobuf, h5py, grpcio, ...) has the version the tests ran
 with, night after night. The tree is read from the metadata of the packages installed in this
 environment: the tested one, Linux x86_64 and CPython 3.11 like EMR 7's nodes.

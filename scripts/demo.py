@@ -6,7 +6,7 @@ mode, real TensorFlow. Settings come from the environment (the Makefile passes t
     IMAGES   folder of <class>/<image>.jpg to featurise (default: generate COUNT sample images)
     COUNT    sample images to generate when IMAGES is not set (default 200)
     WEIGHTS  imagenet (default), random, or the path of a Keras MobileNetV2 .h5 weights file
-    ENGINE   onnx (default) or tensorflow
+    ENGINE   onnx (default), openvino, openvino-bf16 or tensorflow
     DATA_DIR where sample images and results go (default: data/ in the repository)
 """
 
@@ -123,7 +123,7 @@ def inputs_from_env(data_dir: Path) -> tuple[Path, str, str]:
         weights = str(Path(weights).resolve())
     engine = os.environ.get("ENGINE") or DEFAULT_ENGINE
     if engine not in ENGINES:
-        raise BadInput(f"ENGINE={engine} is not an engine: use {' or '.join(ENGINES)}")
+        raise BadInput(f"ENGINE={engine} is not an engine: use {', '.join(ENGINES)}")
     return images, weights, engine
 
 

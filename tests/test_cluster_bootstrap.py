@@ -101,7 +101,7 @@ def test_cluster_constraints_pin_the_lean_set_without_tensorflow_as_the_full_set
     lean, full = pinned(CLUSTER / "constraints-lean.txt"), pinned(CLUSTER / "constraints.txt")
     assert lean.items() <= full.items()
     assert not set(TENSORFLOW_PACKAGES) & set(lean)
-    assert {"onnxruntime", "numpy", "pandas", "pyarrow", "pillow", "matplotlib"} <= set(lean)
+    assert {"onnxruntime", "openvino", "numpy", "pandas", "pyarrow", "pillow", "matplotlib"} <= set(lean)
 
 
 def test_bootstrap_installs_from_pypi_under_the_constraints_with_temp_files_on_mnt(node):
@@ -121,17 +121,18 @@ def test_bootstrap_installs_from_pypi_under_the_constraints_with_temp_files_on_m
     assert "primary node" in result.stdout and "installing the full set" in result.stdout
 
 
-def test_a_core_node_of_an_onnx_run_installs_the_lean_set_and_never_imports_tensorflow(core_node):
+@pytest.mark.parametrize("engine", ["onnx", "openvino", "openvino-bf16"])
+def test_a_core_node_of_an_onnx_model_run_installs_the_lean_set_and_never_imports_tensorflow(core_node, engine):
     tmp_path, _, env = core_node
-    result = bootstrap_with_recording_python(tmp_path, env, "onnx")
+    result = bootstrap_with_recording_python(tmp_path, env, engine)
     assert result.returncode == 0, result.stderr
     name, calls = installed_set(tmp_path, env)
     assert name == "requirements-lean.txt"
     work = Path(env["FRUITFLOW_BOOTSTRAP_DIR"])
     assert f"aws s3 cp --only-show-errors {CODE_URI}/constraints-lean.txt {work}/constraints.txt" in calls
     import_check = "\n".join(calls).split("python -c", 1)[1]  # the recording python logs its script last
-    assert "import onnxruntime" in import_check and "tensorflow" not in import_check
-    assert "core or task node" in result.stdout and "installing the lean set" in result.stdout
+    assert "import onnxruntime, openvino," in import_check and "tensorflow" not in import_check
+    assert f"engine {engine}, core or task node" in result.stdout and "installing the lean set" in result.stdout
 
 
 def test_every_node_of_a_tensorflow_run_installs_the_full_set(core_node):
@@ -162,7 +163,7 @@ def test_bootstrap_refuses_an_unknown_engine(node):
     tmp_path, _, env = node
     result = bootstrap_with_recording_python(tmp_path, env, "torch")
     assert result.returncode == 2
-    assert "unknown engine 'torch' (onnx or tensorflow)" in result.stderr
+    assert "unknown engine 'torch' (onnx, openvino, openvino-bf16 or tensorflow)" in result.stderr
     assert not (tmp_path / "calls.log").exists()
 
 
@@ -217,7 +218,8 @@ def bootstrap_from_wheelhouse(node, wheelhouse: Path) -> tuple[subprocess.Comple
 def test_bootstrap_installs_from_the_wheelhouse_alone_into_a_fresh_python(node, wheelhouse):
     result, python = bootstrap_from_wheelhouse(node, wheelhouse)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "fruitflow requirements ready (full set): tensorflow 2.21.0 onnxruntime 1.32.0" in result.stdout
+    ready = "fruitflow requirements ready (full set): tensorflow 2.21.0 onnxruntime 1.32.0 openvino 2026.4.1"
+    assert ready in result.stdout
     assert f"installing from the wheelhouse {WHEELHOUSE_URI} only" in result.stdout
     installed = subprocess.run([python, "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout
     for line in (CLUSTER / "constraints.txt").read_text().splitlines():
@@ -233,12 +235,13 @@ def test_bootstrap_installs_from_the_wheelhouse_alone_into_a_fresh_python(node, 
 def test_a_core_node_installs_the_lean_set_from_the_same_wheelhouse_without_tensorflow(core_node, wheelhouse):
     result, python = bootstrap_from_wheelhouse(core_node, wheelhouse)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "fruitflow requirements ready (lean set): onnxruntime 1.32.0" in result.stdout
+    assert "fruitflow requirements ready (lean set): onnxruntime 1.32.0 openvino 2026.4.1" in result.stdout
     check = (
-        "import importlib.util as u; print(u.find_spec('onnxruntime') is not None, u.find_spec('tensorflow') is None)"
+        "import importlib.util as u; print(*(u.find_spec(name) is not None for name in ('onnxruntime', 'openvino')), "
+        "u.find_spec('tensorflow') is None)"
     )
     importable = subprocess.run([python, "-c", check], capture_output=True, text=True, check=True).stdout
-    assert importable.split() == ["True", "True"]
+    assert importable.split() == ["True", "True", "True"]
     from packaging.utils import canonicalize_name
 
     installed = subprocess.run([python, "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout

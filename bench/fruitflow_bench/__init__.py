@@ -4,10 +4,10 @@ and the course notebook's approach.
 Everything is measured in one run on the same generated images (seed 0), with random
 MobileNetV2 weights, and printed as a Markdown report (bench/benchmark.py is the command line):
 
-1. raw in-process TensorFlow (``model.predict`` and a compiled ``tf.function``) and raw ONNX
-   Runtime (the network converted by tf2onnx), decode + preprocess + forward on the same
-   batches with the same threads, each engine in its own subprocess so that its threads and
-   memory stay there;
+1. raw in-process TensorFlow (``model.predict`` and a compiled ``tf.function``), raw ONNX
+   Runtime and raw OpenVINO in f32 (both on the network converted by tf2onnx), decode +
+   preprocess + forward on the same batches with the same threads, and how much of it decoding
+   and resizing take, each engine in its own subprocess so that its threads and memory stay there;
 2. the featurize job run with spark-submit exactly as the local DAG runs it, with each engine
    at two sizes: its marginal rate and its warm start-up (the small run's seconds less its
    images at the marginal rate), after an untimed run per engine has filled the model cache;

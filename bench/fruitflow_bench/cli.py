@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import fruitflow_bench
-from fruitflow.contract import DEFAULT_ENGINE, ENGINE_ONNX, ENGINE_TENSORFLOW, ENGINES, positive_int
+from fruitflow.contract import DEFAULT_ENGINE, ENGINE_OPENVINO, ENGINE_TENSORFLOW, ENGINES, positive_int
 from fruitflow_bench import ROOT
+from fruitflow_bench.accuracy import precision_cost
 from fruitflow_bench.jobs import FEATURIZE, measure_memory, pipeline_run, run_steps, upload_code, warm_up
 from fruitflow_bench.nightly import measure_nightly
-from fruitflow_bench.raw_engines import ENGINE_NAMES, measure_raw, raw_throughput
+from fruitflow_bench.raw_engines import ENGINE_NAMES, RAW_ENGINES, features_file, measure_raw, raw_throughput
 from fruitflow_bench.reference import run_reference
 from fruitflow_bench.report import Report, render
 from fruitflow_bench.scale import BASELINE_IMAGES, measure_scale
@@ -142,10 +143,12 @@ def benchmark(args: argparse.Namespace) -> Report:
     version = upload_code(results)
 
     raw = {}
-    for engine in (ENGINE_TENSORFLOW, ENGINE_ONNX):
+    for engine in RAW_ENGINES:
         progress(f"raw {ENGINE_NAMES[engine]} on {args.raw_images} images, {args.raw_threads} threads (subprocess)")
         log = logs / f"raw-{engine}-{args.raw_images}.log"
         raw[engine] = measure_raw(folders[args.raw_images], engine, args.raw_threads, log)
+    openvino = raw[ENGINE_OPENVINO]
+    bf16 = precision_cost(openvino.features["openvino"], openvino.features["openvino_bf16"], openvino.labels)
 
     def run_for(count: int, engine: str = DEFAULT_ENGINE, purpose: str = "") -> PipelineRun:
         return pipeline_run(folders[count], results, version, f"{purpose}{engine}-{count}", engine)
@@ -194,6 +197,7 @@ def benchmark(args: argparse.Namespace) -> Report:
         wheelhouse = measure_wheelhouse(args.wheelhouse.resolve(), logs)
     return Report(
         raw=raw,
+        bf16=bf16,
         featurize=featurize,
         pipelines=pipelines,
         headline=headline,
@@ -213,8 +217,11 @@ def benchmark(args: argparse.Namespace) -> Report:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.raw_only:
-        result = raw_throughput(args.raw_only, args.raw_engine, args.raw_threads)
+        import numpy as np
+
+        result, features = raw_throughput(args.raw_only, args.raw_engine, args.raw_threads)
         args.raw_result.write_text(json.dumps(result))
+        np.savez(features_file(args.raw_result), **features)
         return 0
     started = datetime.now(UTC)
     try:

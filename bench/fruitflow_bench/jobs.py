@@ -9,7 +9,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fruitflow.contract import DEFAULT_ENGINE, ENGINE_ONNX, WEIGHTS_RANDOM, ExportCsvMetrics, FeaturizeMetrics
+from fruitflow.contract import (
+    DEFAULT_ENGINE,
+    ONNX_MODEL_ENGINES,
+    WEIGHTS_RANDOM,
+    ExportCsvMetrics,
+    FeaturizeMetrics,
+)
 from fruitflow_bench import ROOT
 from fruitflow_bench.commands import run_logged
 from fruitflow_bench.memory import PeakMemory
@@ -29,7 +35,7 @@ class JobTiming:
     images: int
     wall_seconds: float  # the whole spark-submit, JVM start included
     job_seconds: float  # the job's own metrics: from its Spark session to its summary
-    converted_model: bool = False  # the onnx engine converted the network: its model cache was cold
+    converted_model: bool = False  # the onnx or openvino engine converted the network: its model cache was cold
 
     @property
     def rate(self) -> float:
@@ -82,7 +88,7 @@ def run_step(step: SparkStep, run: PipelineRun, logs: Path, peak: PeakMemory | N
     if isinstance(metrics, FeaturizeMetrics) and metrics.engine != run.engine:
         raise RuntimeError(f"featurize ran engine {metrics.engine!r}, not the {run.engine!r} asked for (log: {log})")
     images = metrics.rows if isinstance(metrics, ExportCsvMetrics) else metrics.images
-    converted = step is FEATURIZE and run.engine == ENGINE_ONNX and converted_model(log)
+    converted = step is FEATURIZE and run.engine in ONNX_MODEL_ENGINES and converted_model(log)
     return JobTiming(images=images, wall_seconds=wall, job_seconds=metrics.seconds, converted_model=converted)
 
 
@@ -92,10 +98,10 @@ def run_steps(steps: Sequence[SparkStep], run: PipelineRun, logs: Path) -> dict[
 
 
 def warm_up(run: PipelineRun, logs: Path) -> None:
-    """An untimed featurize, so the timed runs find the engine's model cache filled (onnx) and the
-    OS's file cache holding the libraries (both)."""
+    """An untimed featurize, so the timed runs find the engine's model cache filled (onnx, openvino) and the
+    OS's file cache holding the libraries (every engine)."""
     run_steps([FEATURIZE], run, logs)
-    if run.engine == ENGINE_ONNX and not any(Path(run.model_cache_uri).glob("*.onnx")):
+    if run.engine in ONNX_MODEL_ENGINES and not any(Path(run.model_cache_uri).glob("*.onnx")):
         raise RuntimeError(f"no converted model under {run.model_cache_uri} after the warm-up run (logs: {logs})")
 
 

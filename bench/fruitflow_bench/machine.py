@@ -9,12 +9,14 @@ from pathlib import Path
 
 from fruitflow.onnx_model import installed_version
 
-# What TensorFlow's speed depends on most: the vector and matrix instructions oneDNN can use.
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "amx")
+# What the engines' speed depends on most: the vector and matrix instructions oneDNN and OpenVINO can use
+# (avx512_bf16 or AMX: OpenVINO's default precision on the CPU is then bf16, which the job does not use).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx")
 VERSIONED = {  # the report's name -> distributions that may provide it
     "TensorFlow": ("tensorflow", "tensorflow-cpu"),
     "Keras": ("keras",),
     "ONNX Runtime": ("onnxruntime",),
+    "OpenVINO": ("openvino",),
     "tf2onnx": ("tf2onnx",),
     "onnx": ("onnx",),
 }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from fruitflow.contract import ENGINE_ONNX, ENGINE_TENSORFLOW, TASKS_PER_CORE
+from fruitflow.contract import ENGINE_ONNX, ENGINE_OPENVINO, ENGINE_OPENVINO_BF16, ENGINE_TENSORFLOW, TASKS_PER_CORE
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,15 @@ INSTANCE_TYPES = {
 # ONNX Runtime 632 MB at batch 32 and 1,002 MB at 64 (414 MB at 16, below the line); TensorFlow
 # (oneDNN on) 1,020 MB at batch 16 and 1,875 MB at 64. The activations of a batch dominate: per
 # engine, a line through both points, rounded up: (MB without a batch, MB per image of the batch).
-WORKER_MEMORY_MB = {ENGINE_ONNX: (260, 12), ENGINE_TENSORFLOW: (740, 18)}
+# OpenVINO (f32) 444 MB at batch 16 and 857 MB at 64 (400 images, the same run's ONNX Runtime workers
+# 419 MB and 1,167 MB). OpenVINO in bf16 took 365 MB and 631 MB, but it is sized as f32: on a CPU
+# without bf16 it runs f32, and none of INSTANCE_TYPES (Skylake to Ice Lake Xeons) has bf16.
+WORKER_MEMORY_MB = {
+    ENGINE_ONNX: (260, 12),
+    ENGINE_OPENVINO: (310, 9),
+    ENGINE_OPENVINO_BF16: (310, 9),
+    ENGINE_TENSORFLOW: (740, 18),
+}
 WORKER_MARGIN = 1.25
 JVM_OVERHEAD_MB = 384  # Spark's minimum overhead: the executor JVM's own off-heap memory
 MIN_HEAP_MB = 2048  # Arrow batches of image bytes and cached results pass through the heap

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fruitflow.contract import (
-    ENGINE_ONNX,
+    ONNX_MODEL_ENGINES,
     ExportCsvArguments,
     ExportCsvMetrics,
     FeaturizeArguments,
@@ -45,7 +45,7 @@ def _featurize_arguments(run: PipelineRun) -> FeaturizeArguments:
         batch_size=run.batch_size,
         partitions=run.partitions,
         engine=run.engine,
-        model_cache=run.model_cache_uri if run.engine == ENGINE_ONNX else None,
+        model_cache=run.model_cache_uri if run.engine in ONNX_MODEL_ENGINES else None,
         previous_features=run.previous_features_uri,
         previous_errors=run.previous_errors_uri,
         metrics=run.metrics_uri("featurize"),

@@ -21,10 +21,16 @@ DEFAULT_VARIANCE = 0.95
 DEFAULT_BATCH_SIZE = 16
 WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_RANDOM = "random"
-# The same MobileNetV2 run by ONNX Runtime (converted on the driver) or by TensorFlow (the reference).
+# The same MobileNetV2 run by ONNX Runtime or OpenVINO (both run the model converted to ONNX on the
+# driver) or by TensorFlow (the reference). OpenVINO in bf16 is an engine of its own, never a default:
+# its features differ from f32's (README, "Benchmark"), and the engine is in the features' identity.
 ENGINE_ONNX = "onnx"
+ENGINE_OPENVINO = "openvino"
+ENGINE_OPENVINO_BF16 = "openvino-bf16"
 ENGINE_TENSORFLOW = "tensorflow"
-ENGINES = (ENGINE_ONNX, ENGINE_TENSORFLOW)
+ENGINES = (ENGINE_ONNX, ENGINE_OPENVINO, ENGINE_OPENVINO_BF16, ENGINE_TENSORFLOW)
+# The engines whose workers run the converted ONNX model (one cache, one key) and never import TensorFlow.
+ONNX_MODEL_ENGINES = (ENGINE_ONNX, ENGINE_OPENVINO, ENGINE_OPENVINO_BF16)
 DEFAULT_ENGINE = ENGINE_ONNX  # measured faster: README, "Benchmark"
 # Beside the features Parquet (readers skip "_" files): what computed them, so that a later run
 # knows whether their rows can be carried over.
@@ -71,7 +77,7 @@ def positive_int(text: str) -> int:
 def engine_name(text: str) -> str:
     """argparse type for --engine."""
     if text not in ENGINES:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an engine: use {' or '.join(ENGINES)}")
+        raise argparse.ArgumentTypeError(f"{text!r} is not an engine: use {', '.join(ENGINES)}")
     return text
 
 
@@ -149,17 +155,18 @@ class FeaturizeArguments(JobArguments):
         metavar="N",
     )
     engine: str = flag(
-        f"'{ENGINE_ONNX}' (ONNX Runtime; the network is converted once on the driver) or "
-        f"'{ENGINE_TENSORFLOW}' (the reference)",
+        f"'{ENGINE_ONNX}' (ONNX Runtime; the network is converted once on the driver), "
+        f"'{ENGINE_OPENVINO}' (OpenVINO, f32, on the same converted network), '{ENGINE_OPENVINO_BF16}' (OpenVINO "
+        f"in bf16 where the CPU has it, else f32, and says so) or '{ENGINE_TENSORFLOW}' (the reference)",
         default=DEFAULT_ENGINE,
         parse=engine_name,
         metavar="|".join(ENGINES),
     )
     model_cache: str | None = flag(
-        f"folder (any Hadoop URI) keeping converted models between runs, for the '{ENGINE_ONNX}' engine, "
-        f"or '{MODEL_CACHE_OFF}' to convert on every run (default: a per-user folder, "
-        "$XDG_CACHE_HOME/fruitflow/models or ~/.cache/fruitflow/models, when Spark's master is local; "
-        "none on a cluster)",
+        "folder (any Hadoop URI) keeping converted models between runs, for the "
+        f"{', '.join(ONNX_MODEL_ENGINES)} engines, or '{MODEL_CACHE_OFF}' to convert on every run (default: a "
+        "per-user folder, $XDG_CACHE_HOME/fruitflow/models or ~/.cache/fruitflow/models, when Spark's master "
+        "is local; none on a cluster)",
         default=None,
         metavar=f"URI|{MODEL_CACHE_OFF}",
     )

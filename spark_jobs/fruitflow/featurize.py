@@ -4,7 +4,7 @@ Extract: the binaryFile listing (path, size, modification time), no bytes read. 
 previous run's outputs, files whose path, size and modification time are unchanged keep their
 rows, planned from the listing alone, and only the new and changed files' bytes are read.
 Transform: a pandas iterator UDF that decodes, preprocesses and runs the network batch by batch,
-with ONNX Runtime (the default) or TensorFlow. Load: features and errors Parquet, with a progress
+with ONNX Runtime (the default), OpenVINO or TensorFlow. Load: features and errors Parquet, with a progress
 line every 30 s. Reconcile: every listed file is in exactly one of the two outputs.
 """
 
@@ -27,9 +27,12 @@ from fruitflow import hadoop_fs
 from fruitflow.cli import JobError, log, run_job
 from fruitflow.contract import (
     ENGINE_ONNX,
+    ENGINE_OPENVINO,
+    ENGINE_OPENVINO_BF16,
     FEATURES_IDENTITY_FILE,
     IMAGE_EXTENSIONS,
     MODEL_CACHE_OFF,
+    ONNX_MODEL_ENGINES,
     TASKS_PER_CORE,
     WEIGHTS_IMAGENET,
     WEIGHTS_RANDOM,
@@ -47,6 +50,7 @@ from fruitflow.model import (
     weights_digest,
 )
 from fruitflow.onnx_model import ModelCache, OnnxFeatureExtractor, onnx_model
+from fruitflow.openvino_model import BF16, OpenVinoFeatureExtractor
 from fruitflow.progress import ProgressReporter
 
 ARGUMENTS = FeaturizeArguments
@@ -114,7 +118,7 @@ def prepare_model(spark, args: FeaturizeArguments) -> tuple[Any, FeaturesIdentit
         identity = FeaturesIdentity(
             engine=args.engine, weights_digest=weights_digest(args.weights, weights_file), preprocessing=PREPROCESSING
         )
-        if args.engine == ENGINE_ONNX:
+        if args.engine in ONNX_MODEL_ENGINES:
             return onnx_model(args.weights, weights_file, model_cache(spark, args.model_cache)), identity
         return (load_weights_file(weights_file) if weights_file else resolve_weights(args.weights, None)), identity
 
@@ -122,6 +126,10 @@ def prepare_model(spark, args: FeaturizeArguments) -> tuple[Any, FeaturesIdentit
 def build_extractor(engine: str, model, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     if engine == ENGINE_ONNX:
         return OnnxFeatureExtractor(model, threads)
+    if engine == ENGINE_OPENVINO:
+        return OpenVinoFeatureExtractor(model, threads)
+    if engine == ENGINE_OPENVINO_BF16:
+        return OpenVinoFeatureExtractor(model, threads, BF16)
     configure_tensorflow_threads(threads)
     return FeatureExtractor(model)
 

@@ -112,6 +112,14 @@ def test_the_runs_engine_reaches_the_bootstrap_which_picks_each_nodes_packages_b
     assert bootstrap["ScriptBootstrapAction"]["Args"] == [RUN.code_uri, "/usr/bin/python3.11", "tensorflow"]
 
 
+@pytest.mark.parametrize(
+    ("engine", "cached"), [("onnx", True), ("openvino", True), ("openvino-bf16", True), ("tensorflow", False)]
+)
+def test_the_engines_that_run_the_converted_model_share_its_cache(engine, cached):
+    arguments = PIPELINE[0].arguments(dataclasses.replace(RUN, engine=engine))
+    assert (arguments.engine, arguments.model_cache) == (engine, RUN.model_cache_uri if cached else None)
+
+
 def test_run_folders_are_claimed_once_and_never_emptied_for_another_run(tmp_path):
     storage, results = LocalStorage(), str(tmp_path)
     moment = datetime(2026, 11, 26, 8, 50, 43, 200000, tzinfo=UTC)
@@ -230,9 +238,11 @@ ONNX_WORKER_MB = python_worker_mb("onnx", DEFAULT_BATCH_SIZE)  # the default eng
 
 
 def test_python_worker_memory_follows_the_engine_and_the_batch():
-    # Measured in the job: ONNX Runtime 632 MB at batch 32 and 1,002 MB at 64;
-    # TensorFlow 1,020 MB at batch 16 and 1,875 MB at 64.
+    # Measured in the job: ONNX Runtime 632 MB at batch 32 and 1,002 MB at 64; OpenVINO 444 MB at
+    # batch 16 and 857 MB at 64 (bf16: 365 and 631 MB); TensorFlow 1,020 MB at batch 16 and 1,875 MB at 64.
     assert [python_worker_mb("onnx", batch) for batch in (32, 64)] == [644, 1028]
+    assert [python_worker_mb("openvino", batch) for batch in (16, 64)] == [454, 886]
+    assert [python_worker_mb("openvino-bf16", batch) for batch in (16, 64)] == [454, 886]  # sized as f32
     assert [python_worker_mb("tensorflow", batch) for batch in (16, 64)] == [1028, 1892]
 
 

@@ -428,6 +428,31 @@ def test_features_of_another_engine_are_computed_again_and_the_log_says_why(spar
 
 
 @pytest.mark.spark
+def test_openvino_computes_every_image_again_and_equals_onnx_runtimes_features(
+    spark, shared_first_run, tmp_path, job_log, model_cache
+):
+    """Switching to openvino recomputes the ONNX Runtime run's rows (the engine is in the features'
+    identity), from the same cached model, and each image's features equal ONNX Runtime's within
+    1e-5 of the largest feature."""
+    images, first = shared_first_run
+    previous = ["--previous-features", str(first / "features"), "--previous-errors", str(first / "errors")]
+    assert run_featurize(images, tmp_path / "ov", "--engine", "openvino", "--model-cache", model_cache, *previous) == 0
+    metrics = json.loads((tmp_path / "ov" / "metrics" / "featurize.json").read_text())
+    assert (metrics["engine"], metrics["reused"], metrics["model_rows"]) == ("openvino", 0, 31)
+    assert "previous features were computed otherwise (engine onnx -> openvino)" in job_log.text
+    assert "model cache: using" in job_log.text and "converted MobileNetV2" not in job_log.text
+    assert json.loads((tmp_path / "ov" / "features" / "_model.json").read_text())["engine"] == "openvino"
+
+    onnx, openvino = rows_by_path(spark, first / "features"), rows_by_path(spark, tmp_path / "ov" / "features")
+    assert sorted(openvino) == sorted(onnx) and len(onnx) == 30
+    expected = np.array([onnx[path].features for path in sorted(onnx)])
+    actual = np.array([openvino[path].features for path in sorted(onnx)])
+    scale = np.abs(expected).max()
+    assert np.abs(actual - expected).max() <= 1e-5 * scale
+    assert np.abs(expected[0] - expected[1]).max() > 1e-3 * scale
+
+
+@pytest.mark.spark
 def test_outputs_without_a_model_identity_are_not_trusted(spark, shared_first_run, tmp_path, job_log, model_cache):
     images, shared = shared_first_run
     first = tmp_path / "first"

@@ -1,5 +1,5 @@
 """The ONNX Runtime engine: its model cache (cold, warm, corrupt, partial, unwritable), and
-TensorFlow kept out of the Python workers always and out of a warm driver."""
+TensorFlow kept out of the Python workers (ONNX Runtime's and OpenVINO's) always and out of a warm driver."""
 
 from __future__ import annotations
 
@@ -170,9 +170,12 @@ def run_featurize(folder: Path, out: Path, engine_name: str) -> int:
 
 
 @pytest.mark.spark
-def test_onnx_workers_never_import_tensorflow(spark, fruit_images, tmp_path, workers_without_tensorflow):
-    assert run_featurize(fruit_images, tmp_path / "onnx", "onnx") == 0
-    assert spark.read.parquet(str(tmp_path / "onnx" / "features")).count() == 30
+@pytest.mark.parametrize("engine_name", ["onnx", "openvino", "openvino-bf16"])
+def test_onnx_model_workers_never_import_tensorflow(
+    spark, fruit_images, tmp_path, workers_without_tensorflow, engine_name
+):
+    assert run_featurize(fruit_images, tmp_path / engine_name, engine_name) == 0
+    assert spark.read.parquet(str(tmp_path / engine_name / "features")).count() == 30
     # The control: the same workers refuse the TensorFlow engine, so the blocker was in place.
     with pytest.raises(Exception, match="must not import"):
         run_featurize(fruit_images, tmp_path / "tensorflow", "tensorflow")
