@@ -87,11 +87,14 @@ print(json.dumps({"shape": list(features.shape), "connections": connections}))
 
 
 def run_in_fresh_folders(tmp_path: Path, script: str, *args: str) -> tuple[subprocess.CompletedProcess, Path, Path]:
-    """``script`` in a Python whose home and working folder start empty; and those two folders."""
+    """``script`` in a Python whose home and working folder start empty; and those two folders.
+    Not a CI job to OpenVINO's telemetry, which stays silent in one (``CI=true``, ``TF_BUILD``,
+    ``JENKINS_URL``): a Python worker on a cluster node is no CI job either."""
     home, cwd = tmp_path / "home", tmp_path / "cwd"
     home.mkdir(parents=True)
     cwd.mkdir()
-    environment = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}
+    environment = {key: value for key, value in os.environ.items() if key not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    environment |= {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script), *args],
         cwd=cwd, env=environment, capture_output=True, text=True, timeout=300,
