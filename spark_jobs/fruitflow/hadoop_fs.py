@@ -75,20 +75,40 @@ def delete(spark: SparkSession, uri: str) -> None:
     fs.delete(path, True)
 
 
-def replace_with_single_part(spark: SparkSession, folder_uri: str, suffix: str, target_uri: str) -> None:
-    """Move the one ``part-*<suffix>`` file Spark wrote in ``folder_uri`` to ``target_uri``
-    (replacing it), then remove the folder with its _SUCCESS and checksum files."""
+def concatenate_parts(spark: SparkSession, folder_uri: str, suffix: str, target_uri: str, head: bytes) -> int:
+    """Write ``head``, then every ``part-*<suffix>`` file Spark wrote in ``folder_uri`` in name order
+    (the partitions' order), as one file at ``target_uri``, replacing it; then remove the folder.
+    Returns how many parts were joined.
+
+    The parts stream through the driver a buffer at a time, into a temporary name renamed at the
+    end: a reader never sees a partial file.
+    """
+    jvm = spark.sparkContext._jvm
     fs, folder = _filesystem(spark, folder_uri)
-    parts = [
-        status.getPath()
-        for status in fs.listStatus(folder)
-        if status.getPath().getName().startswith("part-") and status.getPath().getName().endswith(suffix)
-    ]
-    if len(parts) != 1:
-        raise RuntimeError(f"expected one part file in {folder_uri}, found {len(parts)}")
+    parts = sorted(
+        (status.getPath() for status in fs.listStatus(folder)
+         if status.getPath().getName().startswith("part-") and status.getPath().getName().endswith(suffix)),
+        key=lambda path: path.getName(),
+    )  # fmt: skip
+    if not parts:
+        raise RuntimeError(f"no part file in {folder_uri}")
     _, target = _filesystem(spark, target_uri)
-    fs.delete(target, False)
+    temporary = jvm.org.apache.hadoop.fs.Path(f"{target_uri}.{uuid.uuid4().hex}.tmp")
     fs.mkdirs(target.getParent())
-    if not fs.rename(parts[0], target):
-        raise RuntimeError(f"could not move {parts[0].toString()} to {target_uri}")
+    joined = fs.create(temporary, True)
+    try:
+        joined.write(bytearray(head))
+        for part in parts:
+            stream = fs.open(part)
+            try:
+                jvm.org.apache.hadoop.io.IOUtils.copyBytes(stream, joined, 1024 * 1024, False)
+            finally:
+                stream.close()
+    finally:
+        joined.close()
+    fs.delete(target, False)
+    if not fs.rename(temporary, target):
+        fs.delete(temporary, False)
+        raise RuntimeError(f"could not rename {temporary.toString()} to {target_uri}")
     fs.delete(folder, True)
+    return len(parts)

@@ -140,6 +140,24 @@ def test_csv_values_equal_the_pca_parquet(spark, run_folder):
         np.testing.assert_allclose(frame.loc[row.path].iloc[1:].to_numpy(dtype=float), row.pca, rtol=1e-6)
 
 
+@pytest.mark.spark
+def test_csv_parts_sorted_one_by_one_join_into_one_file_in_path_order(spark, run_folder, tmp_path, monkeypatch):
+    # Each task sorts one path range of at most ROWS_PER_PART rows, never the whole table.
+    joined = []
+
+    def concatenate_parts(*args, **kwargs):
+        joined.append(concatenate(*args, **kwargs))
+        return joined[-1]
+
+    concatenate = export_csv.hadoop_fs.concatenate_parts
+    monkeypatch.setattr(export_csv.hadoop_fs, "concatenate_parts", concatenate_parts)
+    monkeypatch.setattr(export_csv, "ROWS_PER_PART", 4)
+    assert export_csv.main(["--pca", str(run_folder / "pca"), "--output", str(tmp_path / "parts.csv")]) == 0
+    assert joined[0] >= 5  # 30 rows in ranges of about 4
+    assert (tmp_path / "parts.csv").read_bytes() == (run_folder / "pca_features.csv").read_bytes()
+    assert [path.name for path in tmp_path.iterdir()] == ["parts.csv"]
+
+
 def write_features(spark, folder: Path, paths: list[str], dims: int = FEATURE_DIM, seed: int = 0) -> str:
     rng = np.random.default_rng(seed)
     rows = [(path, path.split("/")[-2], rng.normal(size=dims).astype(np.float32).tolist()) for path in paths]

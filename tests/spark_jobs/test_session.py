@@ -16,7 +16,9 @@ SPARK_JOBS = Path(__file__).resolve().parents[2] / "spark_jobs"
 
 def test_a_setting_spark_submit_was_given_is_never_replaced():
     assert session_settings({}) == SESSION_DEFAULTS
-    assert session_settings({"spark.buffer.pageSize": "8m", "spark.app.name": "x"}) == {}
+    given = {"spark.buffer.pageSize": "8m", "spark.app.name": "x"}
+    assert session_settings(given) == {key: value for key, value in SESSION_DEFAULTS.items() if key not in given}
+    assert session_settings(SESSION_DEFAULTS) == {}
 
 
 def spark_properties(event_log: Path) -> dict[str, str]:
@@ -45,5 +47,22 @@ def test_spark_submit_runs_a_job_with_the_defaults_or_with_what_it_was_given(tmp
     for job in jobs.values():
         output, _ = job.communicate(timeout=120)
         assert job.returncode == 1 and "does not exist (run pca first)" in output, output
-    assert spark_properties(tmp_path / "defaults")["spark.buffer.pageSize"] == SESSION_DEFAULTS["spark.buffer.pageSize"]
-    assert spark_properties(tmp_path / "given")["spark.buffer.pageSize"] == "2m"
+    defaults, given = spark_properties(tmp_path / "defaults"), spark_properties(tmp_path / "given")
+    assert {key: defaults[key] for key in SESSION_DEFAULTS} == SESSION_DEFAULTS
+    assert given["spark.buffer.pageSize"] == "2m"
+    assert given["spark.hadoop.parquet.block.size"] == SESSION_DEFAULTS["spark.hadoop.parquet.block.size"]
+
+
+@pytest.mark.spark
+def test_the_jobs_session_writes_parquet_in_row_groups_of_at_most_8_mb(spark, tmp_path):
+    # Parquet holds a whole row group in memory, writing and reading it: a group that grew with the
+    # bucket (128 MB by default) made PCA's driver grow with it.
+    import pyarrow.parquet as pq
+
+    rows = spark.range(3000).selectExpr("id", "transform(sequence(1, 1280), i -> cast(rand() as float)) AS features")
+    rows.coalesce(1).write.parquet(str(tmp_path / "features"))
+    (part,) = (tmp_path / "features").glob("part-*.parquet")
+    metadata = pq.ParquetFile(part).metadata
+    sizes = [metadata.row_group(index).total_byte_size for index in range(metadata.num_row_groups)]
+    assert len(sizes) >= 2 and sum(sizes) > 15e6
+    assert max(sizes) <= 1.25 * int(SESSION_DEFAULTS["spark.hadoop.parquet.block.size"])
