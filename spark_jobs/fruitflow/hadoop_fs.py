@@ -4,8 +4,9 @@ through the JVM's FileSystem so the jobs need no cloud SDK of their own."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -55,10 +56,20 @@ def read_bytes(spark: SparkSession, uri: str) -> bytes:
 
 
 def write_bytes_atomically(spark: SparkSession, uri: str, data: bytes) -> None:
-    """Write under a temporary name beside ``uri``, then rename: a reader never sees a partial file."""
+    """Write ``data`` at ``uri`` as ``replace_atomically`` does."""
+    replace_atomically(spark, uri, lambda stream: stream.write(bytearray(data)))
+
+
+def replace_atomically(spark: SparkSession, uri: str, write: Callable[[Any], None]) -> None:
+    """Write ``uri`` through ``write(stream)`` under a temporary name beside it, then rename: a
+    reader never sees a partial file."""
     fs, path = _filesystem(spark, uri)
     temporary = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(f"{uri}.{uuid.uuid4().hex}.tmp")
-    write_bytes(spark, temporary.toString(), data)
+    stream = fs.create(temporary, True)
+    try:
+        write(stream)
+    finally:
+        stream.close()
     fs.delete(path, False)
     if not fs.rename(temporary, path):
         fs.delete(temporary, False)
@@ -81,7 +92,7 @@ def concatenate_parts(spark: SparkSession, folder_uri: str, suffix: str, target_
     Returns how many parts were joined.
 
     The parts stream through the driver a buffer at a time, into a temporary name renamed at the
-    end: a reader never sees a partial file.
+    end (``replace_atomically``).
     """
     jvm = spark.sparkContext._jvm
     fs, folder = _filesystem(spark, folder_uri)
@@ -92,11 +103,8 @@ def concatenate_parts(spark: SparkSession, folder_uri: str, suffix: str, target_
     )  # fmt: skip
     if not parts:
         raise RuntimeError(f"no part file in {folder_uri}")
-    _, target = _filesystem(spark, target_uri)
-    temporary = jvm.org.apache.hadoop.fs.Path(f"{target_uri}.{uuid.uuid4().hex}.tmp")
-    fs.mkdirs(target.getParent())
-    joined = fs.create(temporary, True)
-    try:
+
+    def join(joined) -> None:
         joined.write(bytearray(head))
         for part in parts:
             stream = fs.open(part)
@@ -104,11 +112,7 @@ def concatenate_parts(spark: SparkSession, folder_uri: str, suffix: str, target_
                 jvm.org.apache.hadoop.io.IOUtils.copyBytes(stream, joined, 1024 * 1024, False)
             finally:
                 stream.close()
-    finally:
-        joined.close()
-    fs.delete(target, False)
-    if not fs.rename(temporary, target):
-        fs.delete(temporary, False)
-        raise RuntimeError(f"could not rename {temporary.toString()} to {target_uri}")
+
+    replace_atomically(spark, target_uri, join)
     fs.delete(folder, True)
     return len(parts)
