@@ -32,13 +32,15 @@ Arguments = TypeVar("Arguments", bound=JobArguments)
 #
 # Parquet holds a whole row group in memory, writing it (until the group is flushed) and reading it
 # (every page of the column chunk), and a row group grows with its file up to parquet.block.size,
-# 128 MB by default: 40 MB files on 90,000 images, 5 MB on 10,000. 8 MB groups bound both.
+# 128 MB by default: 40 MB files on 90,000 images, 5 MB on 10,000. 2 MB groups bound both.
 # PCA's driver JVM on 90,000 synthetic 1280-d rows: 1.44 GB as before, 0.97 GB with the reset,
-# 0.78 GB with 8 MB groups too, the same as on 10,000 rows (0.77-0.80 GB; README, "At Fruits-360's size").
+# 0.78 GB with 8 MB groups too, the same as on 10,000 rows (0.77-0.80 GB). export_csv, which reads
+# 8 MB groups of PCA's output on 90,000 images and 3 MB ones on 10,000, peaked at 700 MB and
+# 545 MB; 590 MB and 520 MB with 2 MB groups, no slower (README, "At Fruits-360's size").
 SESSION_DEFAULTS = {
     "spark.buffer.pageSize": "1m",
     "spark.serializer.objectStreamReset": "1",
-    "spark.hadoop.parquet.block.size": str(8 * 1024 * 1024),
+    "spark.hadoop.parquet.block.size": str(2 * 1024 * 1024),
 }
 
 

@@ -203,6 +203,33 @@ def test_the_python_workers_get_batches_of_at_most_rows_per_batch(spark, tmp_pat
 
 
 @pytest.mark.spark
+def test_the_driver_merges_one_partial_per_core_however_many_files_the_features_have(spark, tmp_path, monkeypatch):
+    # Each partial is a d x d matrix the driver holds until all are merged: one per Parquet split
+    # made their number, and the driver's heap, grow with the bucket.
+    paths = [f"s3://b/C{i % 3}/{i}.jpg" for i in range(120)]
+    folder = tmp_path / "features"
+    spark.read.parquet(write_features(spark, tmp_path / "one", paths, dims=8)).repartition(12).write.parquet(
+        str(folder)
+    )
+    loaded = []
+    load_moments = pca._load_moments
+    monkeypatch.setattr(pca, "_load_moments", lambda blob: loaded.append(blob) or load_moments(blob))
+    splits = {"spark.sql.files.maxPartitionBytes": "1024", "spark.sql.files.openCostInBytes": "0"}
+    before = {key: spark.conf.get(key) for key in splits}
+    try:
+        for key, value in splits.items():
+            spark.conf.set(key, value)
+        assert spark.read.parquet(str(folder)).rdd.getNumPartitions() >= 12  # a split per file at least
+        arguments = ["--features", str(folder), *pca_outputs(tmp_path), "--metrics", str(tmp_path / "pca.json")]
+        assert pca.main(arguments) == 0
+    finally:
+        for key, value in before.items():
+            spark.conf.set(key, value)
+    assert len(loaded) == spark.sparkContext.defaultParallelism == 2
+    assert json.loads((tmp_path / "pca.json").read_text())["images"] == 120
+
+
+@pytest.mark.spark
 def test_fewer_images_than_dimensions_work(spark, tmp_path):
     features = write_features(spark, tmp_path / "features", [f"s3://b/C{i % 2}/{i}.jpg" for i in range(5)])
     assert pca.main(["--features", features, *pca_outputs(tmp_path), "--variance", "1.0"]) == 0

@@ -54,15 +54,15 @@ def test_spark_submit_runs_a_job_with_the_defaults_or_with_what_it_was_given(tmp
 
 
 @pytest.mark.spark
-def test_the_jobs_session_writes_parquet_in_row_groups_of_at_most_8_mb(spark, tmp_path):
+def test_the_jobs_session_writes_parquet_in_row_groups_of_at_most_2_mb(spark, tmp_path):
     # Parquet holds a whole row group in memory, writing and reading it: a group that grew with the
     # bucket (128 MB by default) made PCA's driver grow with it.
     import pyarrow.parquet as pq
 
-    rows = spark.range(3000).selectExpr("id", "transform(sequence(1, 1280), i -> cast(rand() as float)) AS features")
+    rows = spark.range(1000).selectExpr("id", "transform(sequence(1, 1280), i -> cast(rand() as float)) AS features")
     rows.coalesce(1).write.parquet(str(tmp_path / "features"))
     (part,) = (tmp_path / "features").glob("part-*.parquet")
     metadata = pq.ParquetFile(part).metadata
     sizes = [metadata.row_group(index).total_byte_size for index in range(metadata.num_row_groups)]
-    assert len(sizes) >= 2 and sum(sizes) > 15e6
+    assert len(sizes) >= 2 and sum(sizes) > 5e6
     assert max(sizes) <= 1.25 * int(SESSION_DEFAULTS["spark.hadoop.parquet.block.size"])
