@@ -85,6 +85,11 @@ class ExecutorPlan:
 
     def spark_defaults(self) -> dict[str, str]:
         return {
+            # Unset, Spark's default parallelism is the cores of the executors registered so far, at
+            # least 2 (Spark configuration, "spark.default.parallelism"): under YARN's dynamic
+            # allocation that is what a job sees when it starts. PCA's fit runs one task per unit of
+            # it, and file scans split into at least that many tasks.
+            "spark.default.parallelism": str(self.task_slots),
             "spark.executor.cores": str(self.executor_cores),
             "spark.executor.memory": f"{self.heap_mb}m",
             "spark.executor.memoryOverhead": f"{self.overhead_mb}m",

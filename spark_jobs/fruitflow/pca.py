@@ -205,9 +205,10 @@ def scatter_points(spark, reduced_uri: str, images: int) -> pd.DataFrame:
 # centred rows, 100 MB each for 1280-d vectors), against a few MB here.
 ROWS_PER_BATCH = 1024
 # Each partial is a d x d matrix (13 MB for d = 1280) that the driver holds, in the JVM and in
-# Python, until all are merged: one per core rather than one per Parquet split keeps their number
-# the same for any bucket. PCA's process tree on 90,000 images peaked at 1,490-1,512 MB with one
-# per split and 1,451-1,473 MB with one per core (1,336-1,381 MB on 10,000; two runs each).
+# Python, until all are merged: one per task slot (Spark's default parallelism: the local cores, or
+# the cluster's task slots as the EMR configuration sets it) rather than one per Parquet split keeps
+# their number the same for any bucket. PCA's process tree on 90,000 images peaked at
+# 1,490-1,512 MB with one per split, 1,451-1,473 MB with one per core (1,336-1,381 MB on 10,000).
 MAX_PARTIALS = 64
 PARTIALS_SCHEMA = "rows long, shortest int, longest int, moments binary"
 

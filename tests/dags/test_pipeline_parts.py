@@ -253,6 +253,7 @@ def test_default_shape_gives_every_core_a_task_and_each_python_worker_its_memory
     assert plan.overhead_mb == 4 * 565 + 384  # a 452 MB ONNX Runtime worker per core, +25%, + the JVM's own
     assert plan.heap_mb + plan.overhead_mb == 12288
     assert plan.spark_defaults() == {
+        "spark.default.parallelism": "16",  # the task slots, not the cores YARN has registered at start
         "spark.executor.cores": "4",
         "spark.executor.memory": "9644m",
         "spark.executor.memoryOverhead": "2644m",
