@@ -21,10 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "spark_jobs"))
+sys.path[:0] = [str(ROOT / "spark_jobs"), str(ROOT / "plugins")]
 
 from fruitflow.contract import DEFAULT_ENGINE, ENGINES  # noqa: E402
 from fruitflow.sample_images import FRUITS, generate_images  # noqa: E402
+from fruitflow_pipeline.retention import run_folders_of  # noqa: E402
+from fruitflow_pipeline.run import REPORT_FILE  # noqa: E402
+from fruitflow_pipeline.storage import LocalStorage  # noqa: E402
+
+DAG_ID = "fruits_features"
 
 # What the terminal shows of Airflow's log: each task as it starts, the jobs' summaries and errors.
 PROGRESS = (
@@ -82,13 +87,22 @@ def run_dag(env: dict[str, str], logical_date: str, conf: dict, log_path: Path) 
         migrate = subprocess.run([airflow, "db", "migrate"], env=env, stdout=log, stderr=subprocess.STDOUT)
         if migrate.returncode:
             return migrate.returncode
-        command = [airflow, "dags", "test", "fruits_features", logical_date, "-c", json.dumps(conf)]
+        command = [airflow, "dags", "test", DAG_ID, logical_date, "-c", json.dumps(conf)]
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in process.stdout:
             log.write(line)
             if shown := progress(line):
                 print(f"  {shown}")
         return process.wait()
+
+
+def folder_claimed_since(results: Path, started: datetime) -> Path | None:
+    """The run folder of the DAG run that started at ``started``: the one it claimed, which is the
+    day's key only for the day's first run (later ones take longer names, run_folder.py). `airflow
+    dags test` names its DAG run itself, so the claim's time tells it apart."""
+    since = started.replace(microsecond=0)  # claims are written to the second
+    claimed = [folder for folder in run_folders_of(LocalStorage(), str(results), DAG_ID) if folder.claimed_at >= since]
+    return results / max(claimed, key=lambda folder: (folder.claimed_at, folder.key)).key if claimed else None
 
 
 def summary(report: dict, run_folder: str) -> str:
@@ -139,7 +153,7 @@ def explain_failure(log_path: Path, weights: str, command: str) -> None:
 
 
 def today() -> datetime:
-    """The logical date of a demo or rehearsal run: one a day, so running again replaces that run's folder only."""
+    """The logical date of a demo or rehearsal run: midnight UTC, the one a nightly schedule gives the day's run."""
     return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
@@ -160,18 +174,23 @@ def main() -> int:
     airflow_home = Path(os.environ.get("AIRFLOW_HOME") or ROOT / ".airflow")
     airflow_home.mkdir(parents=True, exist_ok=True)
     results = data_dir / "results"
-    logical_date = today()
     environment = airflow_environment(airflow_home) | deployment_defaults(str(images), str(results), weights)
     log_path = airflow_home / "demo.log"
-    print(f"Running fruits_features on {images} with weights={weights}, engine={engine} (full log: {log_path})")
-    code = run_dag(environment, logical_date.isoformat(), {"engine": engine}, log_path)
+    print(f"Running {DAG_ID} on {images} with weights={weights}, engine={engine} (full log: {log_path})")
+    started = datetime.now(UTC)
+    code = run_dag(environment, today().isoformat(), {"engine": engine}, log_path)
 
-    run_folder = results / logical_date.strftime("%Y%m%dT%H%M%SZ")
-    report_path = run_folder / "report.json"
-    if code or not report_path.exists():
+    run_folder = folder_claimed_since(results, started)
+    if code or run_folder is None or not (run_folder / REPORT_FILE).exists():
         explain_failure(log_path, weights, "make demo")
         return code or 1
-    print(summary(json.loads(report_path.read_text()), str(run_folder)))
+    report = json.loads((run_folder / REPORT_FILE).read_text())
+    if report["status"] == "unchanged":
+        # Nothing ran: the last good run's outputs are this run's.
+        print(f"\n{report['message']}; its outputs are current (this run's report: {run_folder / REPORT_FILE})")
+        run_folder = results / report["unchanged_since"]
+        report = json.loads((run_folder / REPORT_FILE).read_text())
+    print(summary(report, str(run_folder)))
     return 0
 
 

@@ -72,6 +72,17 @@ def test_make_demo_runs_the_dag_and_reports_where_the_results_are(tmp_path, seed
     assert (run_folder / "pca_scatter.png").read_bytes().startswith(b"\x89PNG")
     assert report["status"] == "succeeded" and report["target"] == "local"
 
+    # Again the same day, nothing changed: a DAG run of its own (a folder of its own) that computes nothing
+    # and points at the first run's outputs.
+    again = run([sys.executable, str(ROOT / "scripts" / "demo.py")], newcomer_environment(tmp_path, COUNT="12",
+                WEIGHTS="random"))  # fmt: skip
+    (second,) = [folder for folder in run_folder.parent.glob(f"{run_folder.name}-*")]
+    assert json.loads((second / "report.json").read_text())["status"] == "unchanged"
+    assert f"unchanged since {run_folder.name}: same images and params, nothing to compute" in again.stdout
+    assert "featurize" not in again.stdout
+    assert "images:  12 read, 12 featurised" in again.stdout
+    assert f"CSV:     {run_folder / 'pca_features.csv'}" in again.stdout
+
 
 @pytest.mark.slow
 def test_make_rehearse_runs_the_emr_target_and_says_where_the_local_copy_is(tmp_path, seed_model_cache):
