@@ -38,6 +38,7 @@ PROGRESS = (
     re.compile(r"fruitflow: (?P<text>featurize progress: .*?)\s+\[airflow"),
     re.compile(r"(?P<text>\w+: error: .*?)\s+\[airflow"),
     re.compile(r"(?P<text>(invalid params|step \w+ failed|the CSV has|\d+ of \d+ images could not).*?)\s+\[airflow"),
+    re.compile(r"^airflow\.sdk\.exceptions\.AirflowFailException: (?P<text>.+)"),  # a task's traceback, its last line
 )
 
 
@@ -127,17 +128,20 @@ class BadInput(ValueError):
 def inputs_from_env(data_dir: Path) -> tuple[Path, str, str]:
     """The images folder (IMAGES, or COUNT sample images generated under ``data_dir``), the
     weights and the engine a run uses, from the environment the Makefile passes on."""
-    images = Path(os.environ["IMAGES"]).resolve() if os.environ.get("IMAGES") else None
-    if images is None:
-        images = sample_images(data_dir, int(os.environ.get("COUNT") or 200))
-    elif not images.is_dir():
-        raise BadInput(f"IMAGES={images} is not a folder")
-    weights = os.environ.get("WEIGHTS") or "imagenet"
-    if weights not in ("imagenet", "random"):
-        weights = str(Path(weights).resolve())
     engine = os.environ.get("ENGINE") or DEFAULT_ENGINE
     if engine not in ENGINES:
         raise BadInput(f"ENGINE={engine} is not an engine: use {', '.join(ENGINES)}")
+    weights = os.environ.get("WEIGHTS") or "imagenet"
+    if weights not in ("imagenet", "random"):
+        weights = str(Path(weights).resolve())
+    images = Path(os.environ["IMAGES"]).resolve() if os.environ.get("IMAGES") else None
+    if images is None:  # last: generating is the slow part, wasted if another input is bad
+        count = os.environ.get("COUNT") or "200"
+        if not count.isdigit() or int(count) < 1:
+            raise BadInput(f"COUNT={count} is not a number of images: use a whole number of at least 1")
+        images = sample_images(data_dir, int(count))
+    elif not images.is_dir():
+        raise BadInput(f"IMAGES={images} is not a folder")
     return images, weights, engine
 
 

@@ -1,4 +1,5 @@
-"""`make demo`'s own logic, without running the DAG: which run folder its summary names."""
+"""`make demo`'s own logic, without running the DAG: its settings, what a failed task shows, and which
+run folder its summary names."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from scripts.demo import DAG_ID, folder_claimed_since
+import pytest
+
+from scripts.demo import DAG_ID, BadInput, folder_claimed_since, inputs_from_env, progress
 
 STARTED = datetime(2026, 12, 5, 12, 34, 35, 844176, tzinfo=UTC)
 
@@ -31,3 +34,30 @@ def test_a_claim_in_the_second_the_demo_started_is_its_own_and_none_is_none(tmp_
     claim(tmp_path, "20261205T000000Z", STARTED.replace(microsecond=0))  # claims are written to the second
     assert folder_claimed_since(tmp_path, STARTED) == tmp_path / "20261205T000000Z"
     assert folder_claimed_since(tmp_path, STARTED + timedelta(seconds=1)) is None
+
+
+def test_a_task_that_fails_shows_its_reason_not_only_the_logs_path():
+    traceback = [
+        '    raise AirflowFailException(f"invalid params: {problem}") from None\n',
+        "airflow.sdk.exceptions.AirflowFailException: invalid params: weights: no file at /nonexistent.h5\n",
+    ]
+    assert [progress(line) for line in traceback] == [None, "invalid params: weights: no file at /nonexistent.h5"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"ENGINE": "onnxx"}, "ENGINE=onnxx is not an engine: use onnx, openvino, openvino-bf16, tensorflow"),
+        ({"COUNT": "2OO"}, "COUNT=2OO is not a number of images: use a whole number of at least 1"),
+        ({"COUNT": "0"}, "COUNT=0 is not a number of images"),
+        ({"IMAGES": "/no/such/folder"}, "IMAGES=/no/such/folder is not a folder"),
+    ],
+)
+def test_a_bad_setting_is_named_before_any_sample_image_is_generated(settings, message, tmp_path, monkeypatch):
+    for name in ("IMAGES", "COUNT", "WEIGHTS", "ENGINE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(BadInput, match=message):
+        inputs_from_env(tmp_path)
+    assert list(tmp_path.iterdir()) == []
