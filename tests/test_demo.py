@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fruitflow_pipeline.run_folder import MARKER
 from scripts.demo import DAG_ID, BadInput, folder_claimed_since, inputs_from_env, progress
 
 STARTED = datetime(2026, 12, 5, 12, 34, 35, 844176, tzinfo=UTC)
@@ -19,7 +20,7 @@ def claim(results: Path, key: str, at: datetime, dag_id: str = DAG_ID) -> None:
     folder.mkdir(parents=True)
     claimed_at = at.isoformat(timespec="seconds")
     marker = {"dag_id": dag_id, "dag_run_id": f"manual__{at.isoformat()}", "claimed_at": claimed_at}
-    (folder / "_dag_run.json").write_text(json.dumps(marker))
+    (folder / MARKER).write_text(json.dumps(marker))
 
 
 def test_a_second_demo_the_same_day_reports_the_folder_its_own_run_claimed(tmp_path):

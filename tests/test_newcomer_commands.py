@@ -76,7 +76,7 @@ def test_make_demo_runs_the_dag_and_reports_where_the_results_are(tmp_path, seed
     # and points at the first run's outputs.
     again = run([sys.executable, str(ROOT / "scripts" / "demo.py")], newcomer_environment(tmp_path, COUNT="12",
                 WEIGHTS="random"))  # fmt: skip
-    (second,) = [folder for folder in run_folder.parent.glob(f"{run_folder.name}-*")]
+    (second,) = run_folder.parent.glob(f"{run_folder.name}-*")
     assert json.loads((second / "report.json").read_text())["status"] == "unchanged"
     assert f"unchanged since {run_folder.name}: same images and params, nothing to compute" in again.stdout
     assert "featurize" not in again.stdout
