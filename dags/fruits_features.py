@@ -76,7 +76,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from fruitflow_pipeline.cluster import job_flow_spec
 from fruitflow_pipeline.cluster_usage import cluster_usage_for_report
 from fruitflow_pipeline.code_bundle import build_bundle, code_version
-from fruitflow_pipeline.nightly import asset_extra, list_images, read_latest, record_good_run
+from fruitflow_pipeline.nightly import RunInputs, asset_extra, read_latest, record_good_run, run_inputs
 from fruitflow_pipeline.operators import (
     FAILURE_XCOM_KEY,
     EmrRunClusterOperator,
@@ -99,7 +99,8 @@ SETTINGS = Settings.from_env()
 # at parse time makes every wait of this DAG follow the deployment's setting.
 DEFER_WAITS = conf.getboolean("operators", "default_deferrable", fallback=False)
 OUTPUTS_XCOM_KEY = "outputs"
-LISTING_XCOM_KEY = "listing"
+INPUTS_XCOM_KEY = "inputs"
+CHANGES_XCOM_KEY = "changes"
 UNCHANGED_XCOM_KEY = "unchanged_since"
 ACTIVE_STATES = ["queued", "running"]
 # One asset, the same name and URI in every deployment and on both targets (Airflow allows one
@@ -143,16 +144,21 @@ def validate_params(params=None, logical_date=None, dag_run=None) -> dict:
 
 @task.short_circuit(multiple_outputs=False, ignore_downstream_trigger_rules=False)
 def find_changes(run: dict, params=None, ti=None) -> dict | bool:
-    """List the images. Same images and output-shaping params as the last good run: skip every
-    step (no cluster, no Spark; the report still runs and says so). Otherwise hand the run on."""
+    """List the images and fingerprint the weights. Same images, output-shaping params, weights
+    and jobs' code as the last good run: skip every step (no cluster, no Spark; the report still
+    runs and says so). Otherwise say what changed, and hand the run on."""
     pipeline_run, store = PipelineRun.from_xcom(run), storage()
-    listing = list_images(store, pipeline_run.images_uri)
-    ti.xcom_push(LISTING_XCOM_KEY, {"digest": listing.digest, "images": listing.images})
+    inputs = run_inputs(store, pipeline_run)
+    ti.xcom_push(INPUTS_XCOM_KEY, inputs.to_dict())
     latest = None if params["full_refresh"] else read_latest(store, pipeline_run.results_uri)
-    if latest and latest.unchanged_for(pipeline_run, listing):
+    if latest is None:
+        changes = ["full_refresh: every image is computed"] if params["full_refresh"] else ["no earlier good run"]
+    elif not (changes := latest.changes_for(pipeline_run, inputs)):
         ti.xcom_push(UNCHANGED_XCOM_KEY, latest.run_key)
-        print(f"unchanged since {latest.run_key}: the same {listing.images} images and params; nothing to compute")
+        print(f"unchanged since {latest.run_key}: the same {inputs.images} images, params, weights and jobs' code")
         return False
+    ti.xcom_push(CHANGES_XCOM_KEY, changes)
+    print("this run goes ahead: " + "; ".join(changes))
     return run
 
 
@@ -194,7 +200,8 @@ def check_outputs(run: dict, ti=None) -> str:
     ti.xcom_push(OUTPUTS_XCOM_KEY, summary)
     if problems := problems_in(summary, pipeline_run.max_error_share):
         raise AirflowFailException("; ".join(problems))
-    record_good_run(store, pipeline_run, ti.xcom_pull(task_ids="find_changes", key=LISTING_XCOM_KEY))
+    inputs = RunInputs(**ti.xcom_pull(task_ids="find_changes", key=INPUTS_XCOM_KEY))
+    record_good_run(store, pipeline_run, inputs)
     return pipeline_run.csv_uri
 
 
@@ -249,6 +256,7 @@ def write_report(
         cluster_usage=usage,
         teardowns={task.task_id for task in tasks if task.is_teardown},
         unchanged_since=ti.xcom_pull(task_ids="find_changes", key=UNCHANGED_XCOM_KEY),
+        changes=ti.xcom_pull(task_ids="find_changes", key=CHANGES_XCOM_KEY),
         retention=ti.xcom_pull(task_ids="remove_old_runs"),
         bytes_written=sum(listed.size for listed in store.files_under(pipeline_run.uri)),
     )

@@ -25,17 +25,11 @@ img { max-width: 100%; border: 1px solid #d0d7de; margin: 0.4em 0; }
 """
 
 
-def first_error_rows(parquet_parts: list[bytes], limit: int = ERROR_ROWS) -> list[dict]:
-    """(path, error) of the first ``limit`` rows of the errors Parquet, read part by part."""
+def first_error_rows(parquet_part: bytes, limit: int = ERROR_ROWS) -> list[dict]:
+    """(path, error) of the first ``limit`` rows of one part of the errors Parquet."""
     import pyarrow.parquet as pq
 
-    rows: list[dict] = []
-    for part in parquet_parts:
-        table = pq.read_table(io.BytesIO(part), columns=["path", "error"])
-        rows += table.slice(0, limit - len(rows)).to_pylist()
-        if len(rows) >= limit:
-            break
-    return rows
+    return pq.read_table(io.BytesIO(parquet_part), columns=["path", "error"]).slice(0, limit).to_pylist()
 
 
 def _table(rows: list[tuple], header: tuple | None = None) -> str:
@@ -77,6 +71,10 @@ def _outcome(report: dict) -> list[str]:
     if report.get("unchanged_since"):
         previous = escape(report["unchanged_since"])
         parts.append(f"<p>That run's report: <a href='../{previous}/report.html'>{previous}/report.html</a></p>")
+    if report.get("changes"):
+        parts.append(
+            "<p>Why it ran:</p><ul>" + "".join(f"<li>{escape(line)}</li>" for line in report["changes"]) + "</ul>"
+        )
     if report.get("failed_task"):
         parts.append(f"<h2>What failed</h2><p>Task <b>{escape(report['failed_task'])}</b>:</p>")
         parts.append(f"<pre>{escape(report.get('error') or 'no error recorded: see the task log')}</pre>")
@@ -204,13 +202,16 @@ def render_report_html(report: dict, pictures: Mapping[str, bytes | None], error
 
 def report_html_for(report: dict, run: PipelineRun, storage: Storage) -> str:
     """``render_report_html`` with what the run left in its folder: its two pictures, and the first
-    rows of its errors Parquet when it has error rows."""
+    rows of its errors Parquet when it has error rows, from one part: the largest, which holds rows
+    wherever any part does (an empty part is its schema alone)."""
     pictures = {
         name: storage.read_bytes(uri) if storage.exists(uri) else None
         for name, uri in (("explained_variance", run.plot_uri), ("scatter", run.scatter_uri))
     }
     error_rows = []
     if report.get("counts", {}).get("errors"):
-        parts = sorted(f.path for f in storage.files_under(run.errors_uri) if f.path.endswith(".parquet"))
-        error_rows = first_error_rows([storage.read_bytes(f"{run.errors_uri}/{part}") for part in parts])
+        parts = [listed for listed in storage.files_under(run.errors_uri) if listed.path.endswith(".parquet")]
+        if parts:
+            largest = max(parts, key=lambda listed: (listed.size, listed.path))
+            error_rows = first_error_rows(storage.read_bytes(f"{run.errors_uri}/{largest.path}"))
     return render_report_html(report, pictures, error_rows)

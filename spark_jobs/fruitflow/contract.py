@@ -199,6 +199,11 @@ class PcaArguments(JobArguments):
     )
 
 
+def csv_columns(k: int) -> list[str]:
+    """The CSV's header: path, label, then one column per kept component."""
+    return ["path", "label", *[f"pc_{index}" for index in range(1, k + 1)]]
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportCsvArguments(JobArguments):
     job = "export_csv"
@@ -210,7 +215,8 @@ class ExportCsvArguments(JobArguments):
 
 @dataclass(frozen=True, kw_only=True)
 class JsonRecord:
-    """A small JSON file one side writes and the other reads: a key missing on read is an error."""
+    """A small JSON file one side writes and the other reads: a key missing on read is an error,
+    unless its field has a default (a field added later, absent from files written before)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -221,7 +227,11 @@ class JsonRecord:
     @classmethod
     def from_json(cls, text: str) -> Self:
         data = json.loads(text)
-        return cls(**{spec.name: data[spec.name] for spec in fields(cls)})
+        return cls(**{spec.name: data[spec.name] for spec in fields(cls) if spec.name in data or _required(spec)})
+
+
+def _required(spec) -> bool:
+    return spec.default is MISSING and spec.default_factory is MISSING
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,6 +282,7 @@ class PcaMetrics(JobMetrics):
 class ExportCsvMetrics(JobMetrics):
     rows: int
     components: int
+    bytes: int  # the CSV's size as written: the DAG checks the file against it without reading its rows
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -97,10 +97,10 @@ class FakeEmr:
             self.put(job_args.explained_variance, explained.to_json())
             metrics = PcaMetrics(images=19, k=3, variance=0.96)
         else:
-            rows = ["path,label,pc_1,pc_2,pc_3"]
-            rows += [f"s3://{BUCKET}/images/Kiwi/{i}.jpg,Kiwi,0.1,0.2,0.3" for i in range(19 - self.csv_rows_short_by)]
-            self.put(job_args.output, "\n".join(rows) + "\n")
-            metrics = ExportCsvMetrics(rows=19, components=3)
+            rows = [f"s3://{BUCKET}/images/Kiwi/{i}.jpg,Kiwi,0.1,0.2,0.3" for i in range(19 - self.csv_rows_short_by)]
+            body = "\n".join(["path,label,pc_1,pc_2,pc_3", *rows]) + "\n"
+            self.put(job_args.output, body)
+            metrics = ExportCsvMetrics(rows=len(rows), components=3, bytes=len(body.encode()))
         self.put(job_args.metrics, metrics.timed(12.5).to_json())
 
 
@@ -205,10 +205,14 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
     assert report["status"] == "succeeded"
     assert report["cluster_id"] == cluster["Id"]
     assert report["counts"] == {
-        "images": 20, "featurised": 19, "errors": 1, "error_share": 0.05, "csv_rows": 19,
+        "images": 20, "featurised": 19, "errors": 1, "error_share": 0.05, "pca_rows": 19, "csv_rows": 19,
         "reused": 0, "new": 20, "changed": 0, "removed": 0, "through_network": 20,
     }  # fmt: skip
     assert report["pca"]["k"] == 3
+    # The checks read the CSV's first bytes only, in one ranged GET: its rows never reach the worker.
+    csv_key = f"results/{plan['run']['key']}/pca_features.csv"
+    csv_reads = [params.get("Range") for params in calls_named(aws_calls, "GetObject") if params["Key"] == csv_key]
+    assert csv_reads == ["bytes=0-65535"]
 
 
 def test_outputs_that_do_not_add_up_fail_the_check_and_still_terminate(emr_dag, monkeypatch):
@@ -357,15 +361,15 @@ def test_a_retried_create_cluster_leaves_the_run_one_live_cluster(emr_dag, monke
 
 def test_a_run_that_ends_failed_without_its_teardown_has_its_clusters_terminated(aws, monkeypatch):
     """What Airflow does when a run ends failed, in the scheduler, or in the API server for a run
-    marked failed from the UI: it calls the listeners, among them fruitflow's cleanup plugin."""
-    from types import SimpleNamespace
-
+    marked failed from the UI: it calls the listeners, among them fruitflow's cleanup plugin. A run
+    held by no session (whose tasks cannot be read) is looked for on EMR."""
     from airflow.listeners.listener import get_listener_manager
+    from airflow.models.dagrun import DagRun
 
     monkeypatch.setenv("FRUITFLOW_TARGET", "emr")
     run_id = "manual__2026-11-26T08:50:43.100000+00:00"
     this_run, other_run = start_cluster(run_id, "20261126T085043Z"), start_cluster("manual__other", "20261126T085044Z")
-    failed_run = SimpleNamespace(dag_id="fruits_features", run_id=run_id)
+    failed_run = DagRun(dag_id="fruits_features", run_id=run_id)
 
     get_listener_manager().hook.on_dag_run_failed(
         dag_run=failed_run, msg="Dag Run's state was manually set to `failed`."
@@ -373,9 +377,63 @@ def test_a_run_that_ends_failed_without_its_teardown_has_its_clusters_terminated
 
     assert cluster_state(this_run) == "TERMINATED"
     assert cluster_state(other_run) == "WAITING"
-    other_dag = SimpleNamespace(dag_id="some_other_dag", run_id="manual__other")
+    other_dag = DagRun(dag_id="some_other_dag", run_id="manual__other")
     get_listener_manager().hook.on_dag_run_failed(dag_run=other_dag, msg="failed")
     assert cluster_state(other_run) == "WAITING"
+
+
+def dag_run_in_a_session(session, run_id: str):
+    """The DAG run as the scheduler and the API server hand it to listeners: in their session."""
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import select
+
+    return session.scalar(select(DagRun).where(DagRun.run_id == run_id))
+
+
+def test_a_run_refused_at_validate_params_costs_the_listener_no_aws_call(emr_dag, aws_calls, monkeypatch):
+    from airflow.listeners.listener import get_listener_manager
+    from airflow.utils.session import create_session
+
+    monkeypatch.setenv("FRUITFLOW_TARGET", "emr")
+    refused = emr_dag.test(run_conf=CONF | {"images_uri": f"s3://{BUCKET}/no-such-folder"})
+    assert refused.state == "failed" and task_states(refused)["create_cluster"] == "upstream_failed"
+    FakeEmr(monkeypatch, fail_step="featurize")
+    started = emr_dag.test(logical_date=datetime(2026, 11, 27, 2, tzinfo=UTC), run_conf=CONF)
+    assert started.state == "failed" and task_states(started)["create_cluster"] == "success"
+
+    for run, looks_on_aws in [(refused, False), (started, True)]:
+        aws_calls.clear()
+        with create_session() as session:
+            get_listener_manager().hook.on_dag_run_failed(dag_run=dag_run_in_a_session(session, run.run_id), msg="x")
+        assert bool(calls_named(aws_calls, "ListClusters")) is looks_on_aws
+        assert looks_on_aws or aws_calls == []
+
+
+def test_the_listener_bounds_its_aws_calls_and_logs_a_failure_instead_of_raising(aws, monkeypatch, caplog):
+    """EMR unreachable: each call gives up after its timeouts and three attempts, and the scheduler
+    gets a log line, not an exception."""
+    from airflow.listeners.listener import get_listener_manager
+    from airflow.models.dagrun import DagRun
+    from botocore.client import BaseClient
+
+    monkeypatch.setenv("FRUITFLOW_TARGET", "emr")
+    unreachable = {"conn_type": "aws", "extra": {"region_name": "eu-west-1", "endpoint_url": "http://127.0.0.1:9"}}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(unreachable))
+    limits = []
+    original = BaseClient._make_api_call
+
+    def record(client, operation, params):
+        config = client.meta.config
+        limits.append((operation, config.connect_timeout, config.read_timeout, config.retries))
+        return original(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", record)
+    failed_run = DagRun(dag_id="fruits_features", run_id="manual__unreachable")
+
+    get_listener_manager().hook.on_dag_run_failed(dag_run=failed_run, msg="failed")
+
+    assert limits == [("ListClusters", 5, 15, {"total_max_attempts": 3, "mode": "standard"})]
+    assert "could not look for clusters of failed DAG run manual__unreachable" in caplog.text
 
 
 def record_triggers(monkeypatch, fake_emr: FakeEmr) -> list:
@@ -455,6 +513,37 @@ def test_a_good_run_deletes_the_runs_beyond_the_newest_good_ones_and_reports_wha
     listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="results/20261127T020000Z/")["Contents"]
     written = sum(item["Size"] for item in listed if not item["Key"].endswith(("/report.json", "/report.html")))
     assert first_report["bytes_written"] == written
+
+
+def test_weights_rewritten_at_the_same_s3_key_make_the_next_night_run_without_downloading_them(
+    load_dag, aws, airflow_db, monkeypatch, aws_calls, capfd
+):
+    emr_dag = emr_dag_with_images(load_dag)
+    s3, weights_key = boto3.client("s3"), "models/mobilenet_v2.h5"
+    conf = CONF | {"weights": f"s3://{BUCKET}/{weights_key}"}
+    s3.put_object(Bucket=BUCKET, Key=weights_key, Body=b"weights of the first training")
+    FakeEmr(monkeypatch)
+
+    def night(day: int):
+        return emr_dag.test(logical_date=datetime(2026, 11, day, 2, tzinfo=UTC), run_conf=conf)
+
+    first, same = night(26), night(27)
+    s3.put_object(Bucket=BUCKET, Key=weights_key, Body=b"weights retrained, same key")
+    retrained = night(28)
+
+    assert first.state == same.state == retrained.state == "success"
+    assert task_states(same)["create_cluster"] == "skipped"  # untouched weights: an unchanged night
+    assert read_json("results/20261127T020000Z/report.json")["status"] == "unchanged"
+    assert task_states(retrained)["create_cluster"] == "success"
+    assert len(calls_named(aws_calls, "RunJobFlow")) == 2
+    report = read_json("results/20261128T020000Z/report.json")
+    reason = f"weights changed since 20261126T020000Z: s3://{BUCKET}/{weights_key} was rewritten"
+    assert (report["changes"], report["previous_run"]) == ([reason], "20261126T020000Z")
+    assert f"this run goes ahead: {reason}" in capfd.readouterr().out
+    assert not [params for params in calls_named(aws_calls, "GetObject") if params["Key"] == weights_key]
+    latest = read_json("results/latest.json")
+    etag = s3.head_object(Bucket=BUCKET, Key=weights_key)["ETag"].strip('"')
+    assert (latest["run_key"], latest["weights_fingerprint"]) == ("20261128T020000Z", f"etag:{etag} bytes:27")
 
 
 def fill_in_emr_timelines(monkeypatch) -> None:
