@@ -17,10 +17,12 @@ same second gets a longer name (`20261125T020000Z-200000`). `_dag_run.json` in t
 DAG run that owns it: clearing a run replaces only its own folder, never another run's.
 
 **Nightly runs cost what changed.** `find_changes` lists the images (paths, sizes, modification
-times). When they and the params that shape the outputs (variance, weights, engine) are those of
-the last good run (`<results_uri>/latest.json`), nothing runs: no cluster, no Spark; the run ends
-successful and `report.json` says `unchanged since <run key>`. Otherwise featurize carries over
-the last good run's rows of unchanged images and only featurises new and changed ones. The
+times) and fingerprints the weights file (S3: ETag and size, no download). When they, the params
+that shape the outputs (variance, weights, engine) and the jobs' code version are those of the
+last good run (`<results_uri>/latest.json`), nothing runs: no cluster, no Spark; the run ends
+successful and `report.json` says `unchanged since <run key>`. Otherwise its log and `report.json`
+(`changes`) say what changed, and featurize carries over the last good run's rows of unchanged
+images whose features' identity (engine, weights digest, preprocessing) still holds. The
 `full_refresh` param computes everything. Each good run moves `latest.json` (check_outputs) and,
 once the cluster is gone, emits an event of the `fruitflow_features` asset (write_report), whose
 `extra` has the run key, the CSV and features URIs, k, the counts, the steps' seconds and on EMR
@@ -47,9 +49,11 @@ the last safety net). `local` runs the same steps with spark-submit on this mach
   A cancelled step only means an earlier one failed.
 - **find_changes**: the images could not be listed (AWS access). Skipped steps after it, all
   pink, with a green run: nothing changed since the last good run, as its log says.
-- **check_outputs**: the steps ran but the outputs are off (row counts, too many unreadable
-  images). `report.json` in the run folder has the numbers; `errors/` lists each bad image and why.
-  `latest.json` still names the last good run: the next run compares with that one.
+- **check_outputs**: the steps ran but the outputs are off (the jobs' row counts disagree, the CSV's
+  size is not what export_csv wrote or its header is wrong, too many unreadable images: trigger
+  with a higher `max_error_share` if that many are expected). `report.json` in the run folder
+  has the numbers; `errors/` lists each bad image and why. `latest.json` still names the last
+  good run: the next run compares with that one.
 - **remove_old_runs**: the run's outputs are good and latest.json moved; only the retention of
   old run folders failed (FRUITFLOW_KEEP_RUNS; on S3 the role needs s3:DeleteObject under the
   results prefix). Its log names each folder it kept or deleted and why.
