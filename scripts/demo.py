@@ -246,6 +246,8 @@ def main() -> int:
         print(f"\n{report['message']}; its outputs are current (this run's report: {run_folder / REPORT_FILE})")
         run_folder = results / report["unchanged_since"]
         report = json.loads((run_folder / REPORT_FILE).read_text())
+    elif report.get("changes"):
+        print("\nWhy this run computed: " + "; ".join(report["changes"]))
     print(summary(report, str(run_folder)))
     return 0
 

@@ -334,7 +334,7 @@ def test_the_compose_services_run_the_dag_on_postgresql():
     assert states == dict.fromkeys(PIPELINE_TASKS, "success")
     assert report["status"] == "succeeded" and report["target"] == "local" and report["failed_task"] is None
     assert report["counts"] == {
-        "images": IMAGES, "featurised": IMAGES, "errors": 0, "error_share": 0.0, "csv_rows": IMAGES,
+        "images": IMAGES, "featurised": IMAGES, "errors": 0, "error_share": 0.0, "pca_rows": IMAGES, "csv_rows": IMAGES,
         "reused": 0, "new": IMAGES, "changed": 0, "removed": 0, "through_network": IMAGES,
     }  # fmt: skip
     assert report["inputs"]["images_uri"] == str(stack.home / "data" / "images")  # the file's FRUITFLOW_IMAGES_URI
