@@ -154,9 +154,7 @@ class EmrSettings:
     idle_timeout_seconds: int = idle_timeout_for(DEFAULT_POKE_INTERVAL_SECONDS)
     python: str = "/usr/bin/python3.11"
     wheelhouse_uri: str = ""  # empty: the nodes install from PyPI
-    # EMR 6.10+ gives each node a 15 GiB root volume (10-100 GiB allowed; EMR Management Guide,
-    # "Customizing the Amazon EBS root device volume"): the OS and EMR's applications fill most of
-    # it, and the bootstrap installs about 1.7 GB of Python packages there. 30 GiB leaves room.
+    # EMR's default root volume is too small for the bootstrap's packages (docs/decisions/0002-emr-root-volume.md).
     root_volume_gib: int = 30
     # FRUITFLOW_EMR_HOURLY_PRICES: EC2 + EMR price per hour, "<type>" (on-demand) or "<type>:SPOT", in the
     # deployment's region and currency; the report estimates a run's cost only from these.
@@ -167,13 +165,7 @@ class EmrSettings:
 class LocalSettings:
     spark_master: str = "local[*]"
     driver_memory: str = "4g"
-    # The driver's live data is small: the serial collector keeps the heap near it, where G1 grew
-    # it to 1.4 GB on 10,000 images (0.8 GB serial; README, "Benchmark"), and 2 cores gain nothing
-    # from GC threads. The free ratios (HotSpot's defaults are 40 and 70 %) keep the heap from
-    # growing far past its live data as the bucket grows: the driver JVM of a 1 % night on 90,000
-    # images peaked at 1.1 GB instead of 1.5 GB, in the same time. Full tiered JIT, not C1 alone:
-    # the Parquet writer encodes every float of the features in the JVM, and rewriting 90,000
-    # images' features took 25 s with C1 alone against 10 s; C1 alone started a small step 1.5 s sooner.
+    # Serial GC, small free ratios: the heap stays near the driver's live data (docs/decisions/0001-driver-jvm.md).
     driver_java_options: str = "-XX:+UseSerialGC -XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=20"
     python: str = sys.executable
     spark_submit: str = ""  # empty: the spark-submit shipped inside the pyspark package

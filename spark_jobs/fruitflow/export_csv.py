@@ -16,9 +16,7 @@ from fruitflow.contract import ExportCsvArguments, ExportCsvMetrics, csv_columns
 
 ARGUMENTS = ExportCsvArguments
 
-# Rows per sorted part. One task sorting every row held the whole table on its heap (190 MB of
-# live data on 90,000 images, none on 10,000); a part of at most this many rows is sorted alone,
-# so the sort's memory is the same for any bucket.
+# Rows per sorted part: the sort's memory is the same for any bucket (docs/decisions/0012-csv-sorted-parts.md).
 ROWS_PER_PART = 5000
 
 
