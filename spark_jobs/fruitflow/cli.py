@@ -19,11 +19,11 @@ Arguments = TypeVar("Arguments", bound=JobArguments)
 
 # Each keeps a job's memory from growing with the bucket.
 SESSION_DEFAULTS = {
-    # A pandas UDF queues its input rows in memory pages: small ones (docs/decisions/0003-spark-page-size.md).
+    # Small memory pages, as a pandas UDF queues its input rows in them (docs/decisions/0003-spark-page-size.md).
     "spark.buffer.pageSize": "1m",
     # Java serialization drops each cached batch once on disk (docs/decisions/0004-java-serialization-reset.md).
     "spark.serializer.objectStreamReset": "1",
-    # Parquet holds a whole row group in memory: small ones (docs/decisions/0005-parquet-row-groups.md).
+    # Small row groups, as Parquet holds a whole one in memory (docs/decisions/0005-parquet-row-groups.md).
     "spark.hadoop.parquet.block.size": str(2 * 1024 * 1024),
 }
 
