@@ -77,12 +77,15 @@ from airflow.sdk import DAG, Asset, AssetAlias, chain, task
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowFailException
 
+from fruitflow_pipeline.alerts import NightAlerts, late_night_deadline
 from fruitflow_pipeline.cluster import job_flow_spec
 from fruitflow_pipeline.cluster_usage import cluster_usage_for_report
 from fruitflow_pipeline.code_bundle import build_bundle, code_version
 from fruitflow_pipeline.nightly import RunInputs, asset_extra, read_latest, record_good_run, run_inputs
+from fruitflow_pipeline.oncall import clusters_of, on_call_facts
 from fruitflow_pipeline.operators import (
     FAILURE_XCOM_KEY,
+    STEP_LOGS_XCOM_KEY,
     EmrRunClusterOperator,
     EmrStepWatcher,
     LocalSparkStepOperator,
@@ -99,6 +102,7 @@ from fruitflow_pipeline.steps import PIPELINE, emr_step
 from fruitflow_pipeline.storage import storage_for
 
 SETTINGS = Settings.from_env()
+NIGHT_ALERTS = NightAlerts(SETTINGS)  # FRUITFLOW_ALERT_*: fruitflow_pipeline.alerts lists the notifiers
 # The provider's operators bind this default when their module is first imported; reading it
 # at parse time makes every wait of this DAG follow the deployment's setting.
 DEFER_WAITS = conf.getboolean("operators", "default_deferrable", fallback=False)
@@ -258,11 +262,17 @@ def write_report(
         steps={} if outputs else steps_so_far(pipeline_run, store),
         cluster_id=cluster_id,
         cluster_usage=usage,
-        teardowns={task.task_id for task in tasks if task.is_teardown},
+        # Teardowns whose failure leaves the run's outcome alone (write_report); terminate_cluster's fails it.
+        teardowns={task.task_id for task in tasks if task.is_teardown and not task.on_failure_fail_dagrun},
         unchanged_since=ti.xcom_pull(task_ids="find_changes", key=UNCHANGED_XCOM_KEY),
         changes=ti.xcom_pull(task_ids="find_changes", key=CHANGES_XCOM_KEY),
         retention=ti.xcom_pull(task_ids="remove_old_runs"),
         bytes_written=sum(listed.size for listed in store.files_under(pipeline_run.uri)),
+    )
+    report |= on_call_facts(
+        report,
+        ti.xcom_pull(task_ids=report["failed_task"], key=STEP_LOGS_XCOM_KEY) if report["failed_task"] else None,
+        clusters_of(EmrHook(aws_conn_id=SETTINGS.aws_conn_id).conn, ti.run_id) if cluster_task_id else None,
     )
     store.write_text(pipeline_run.report_uri, json.dumps(report, indent=2))
     store.write_text(pipeline_run.report_html_uri, report_html_for(report, pipeline_run, store))
@@ -293,6 +303,9 @@ with DAG(
     },
     tags=["fruitflow", "features", SETTINGS.target.value],
     doc_md=__doc__,
+    on_failure_callback=NIGHT_ALERTS.on_failure,
+    on_success_callback=NIGHT_ALERTS.on_success,
+    deadline=late_night_deadline(SETTINGS),
 ) as dag:
     # The validated run flows from task to task, so each edge of the graph is data a task reads.
     plan = validate_params()
@@ -322,6 +335,7 @@ with DAG(
                 step_index=index,
                 aws_conn_id=SETTINGS.aws_conn_id,
                 poke_interval=SETTINGS.poke_interval_seconds,
+                log_wait_seconds=SETTINGS.emr.step_log_wait_seconds,
                 timeout=step_timeout(step.name).total_seconds(),
                 max_attempts=int(step_timeout(step.name).total_seconds() // SETTINGS.poke_interval_seconds) + 1,
                 retries=0,  # a failed step stays failed: asking again only delays the teardown
@@ -334,7 +348,7 @@ with DAG(
             job_flow_id=create_cluster.output,
             aws_conn_id=SETTINGS.aws_conn_id,
             deferrable=DEFER_WAITS,
-        ).as_teardown(setups=create_cluster)
+        ).as_teardown(setups=create_cluster, on_failure_fail_dagrun=True)  # a cluster left running fails the night
         outputs_checked = check_outputs(run_with_code)
         report_written = write_report(plan["run"], outputs_checked.operator.task_id, create_cluster.task_id)
         pipeline_tasks = [

@@ -10,6 +10,7 @@ real (test_rehearsal.py). This is a moto run, not an AWS run.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -30,25 +31,50 @@ def argument(args: list[str], flag: str) -> str:
     return args[args.index(flag) + 1]
 
 
+# A failed featurize step's stdout.gz as a PySpark driver leaves it: Spark's PythonRunner copies the
+# job's own output and traceback there (the rehearsal's failing step shows the same layout).
+FAILED_STDOUT = """\
+converting MobileNetV2 to ONNX
+Traceback (most recent call last):
+  File "/mnt/tmp/spark/featurize.py", line 12, in <module>
+    sys.exit(main())
+  File "/mnt/tmp/spark/fruitflow.zip/fruitflow/featurize.py", line 301, in main
+    model = load_model(args.weights)
+  File "/mnt/tmp/spark/fruitflow.zip/fruitflow/featurize.py", line 120, in load_model
+    raise WeightsError(f"weights {uri} are not MobileNetV2 weights: {problem}")
+fruitflow.featurize.WeightsError: weights s3://fruits/weights/broken.h5 are not MobileNetV2 weights: bad HDF5
+"""
+FAILED_STDERR = "26/12/06 02:14:03 INFO SparkContext: Successfully stopped SparkContext\n"
+JOB_ERROR = (
+    "fruitflow.featurize.WeightsError: weights s3://fruits/weights/broken.h5 are not MobileNetV2 weights: bad HDF5"
+)
+
+
 class FakeEmr:
     """Settles steps in order: all complete, or ``fail_step`` fails and the later ones are
-    cancelled (what ActionOnFailure=CANCEL_AND_WAIT does on EMR).
+    cancelled (what ActionOnFailure=CANCEL_AND_WAIT does on EMR); the failed step's stdout.gz and
+    stderr.gz are in its log folder, unless ``step_logs=False`` (EMR has not copied them yet).
 
     By default the steps settle as soon as they are added. With ``settle_on_add=False`` they
     stay PENDING until ``settle_next()`` is called, one step at a time.
     """
 
-    def __init__(self, monkeypatch, fail_step: str | None = None, csv_rows_short_by: int = 0, settle_on_add=True):
+    def __init__(
+        self, monkeypatch, fail_step: str | None = None, csv_rows_short_by: int = 0, settle_on_add=True, step_logs=True
+    ):
         from moto.emr import models
 
         self.fail_step = fail_step
         self.csv_rows_short_by = csv_rows_short_by
+        self.step_logs = step_logs
         self.s3 = boto3.client("s3")
         self.unsettled = []
+        self.cluster_of = {}
         original = models.Cluster.add_steps
 
         def add_steps(cluster, steps):
             added = original(cluster, steps)
+            self.cluster_of |= {step.id: cluster.id for step in added}
             self.unsettled += added
             while settle_on_add and self.unsettled:
                 self.settle_next()
@@ -79,6 +105,10 @@ class FakeEmr:
         for later in self.unsettled:
             later.state = "CANCELLED"
         self.unsettled.clear()
+        if self.step_logs:
+            folder = f"results/_emr_logs/{self.cluster_of[step.id]}/steps/{step.id}"
+            for name, text in (("stdout", FAILED_STDOUT), ("stderr", FAILED_STDERR)):
+                self.s3.put_object(Bucket=BUCKET, Key=f"{folder}/{name}.gz", Body=gzip.compress(text.encode()))
 
     def write_outputs(self, name: str, args: list[str]) -> None:
         """What the step's job writes, at the paths its own parser reads from the step's arguments."""
