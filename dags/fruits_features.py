@@ -276,6 +276,7 @@ def write_report(
     )
     store.write_text(pipeline_run.report_uri, json.dumps(report, indent=2))
     store.write_text(pipeline_run.report_html_uri, report_html_for(report, pipeline_run, store))
+    NIGHT_ALERTS.after_report(report, pipeline_run.report_html_uri)
     if ordered[checks_task_id] == "success":
         extra = asset_extra(pipeline_run, outputs, usage)
         outlet_events[FEATURES_EVENTS].add(FEATURES_ASSET, extra=extra)
@@ -303,8 +304,7 @@ with DAG(
     },
     tags=["fruitflow", "features", SETTINGS.target.value],
     doc_md=__doc__,
-    on_failure_callback=NIGHT_ALERTS.on_failure,
-    on_success_callback=NIGHT_ALERTS.on_success,
+    on_failure_callback=NIGHT_ALERTS.on_run_failed,
     deadline=late_night_deadline(SETTINGS),
 ) as dag:
     # The validated run flows from task to task, so each edge of the graph is data a task reads.

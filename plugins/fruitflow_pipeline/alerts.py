@@ -9,7 +9,6 @@ is logged and never changes a run's outcome (Airflow runs these callbacks after 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 # than 100 characters long" (Amazon SNS API Reference, Publish). Kept ASCII for email gateways.
 SUBJECT_LIMIT = 99
 PLAN_TASK = "validate_params"
-CLUSTER_TASK = "create_cluster"
+REPORT_TASK = "write_report"
 
 
 @dataclass(frozen=True)
@@ -60,12 +59,21 @@ def notifiers(settings: Settings) -> list:
     return found
 
 
+def notifier_context(alert: Alert, context: Mapping) -> dict:
+    """``context`` with ``alert`` for the notifiers' templates. dag.test() hands DAG callbacks the
+    scheduler's SerializedDAG as ``dag``, which a notifier cannot render with: left out then."""
+    kept = {key: value for key, value in context.items() if key != "dag"}
+    if hasattr(context.get("dag"), "get_template_env"):
+        kept["dag"] = context["dag"]
+    return kept | {"alert": alert}
+
+
 def send(alert: Alert, context: Mapping, settings: Settings) -> int:
     """Hand ``alert`` to every notifier; returns how many took it. A failing one is logged only."""
     sent = 0
     for notifier in notifiers(settings):
         try:
-            notifier({**context, "alert": alert})
+            notifier(notifier_context(alert, context))
             sent += 1
         except Exception:
             log.exception("alert %r not sent through %s", alert.subject, type(notifier).__name__)
@@ -79,7 +87,7 @@ async def send_async(alert: Alert, context: Mapping, settings: Settings) -> int:
     sent = 0
     for notifier in notifiers(settings):
         try:
-            notifier.context = {**context, "alert": alert}
+            notifier.context = notifier_context(alert, context)
             await notifier
             sent += 1
         except Exception:
@@ -177,68 +185,60 @@ def success_summary_alert(report: Mapping) -> Alert:
     return Alert(subject=line, message=line + "\n")
 
 
-# Airflow's callbacks: they gather the facts from the run, then send.
+# Where the alerts are sent from.
 
 
 class NightAlerts:
-    """The DAG's on_failure_callback and on_success_callback: each reads the run's report.json (its
-    location from validate_params' plan), and, without one, what the run itself says."""
+    """The run's alerts. write_report, the run's last task, sends them once report.json is written
+    (``after_report``): it has every fact in hand, and the run's outcome is its report's status.
+    The DAG's on_failure_callback (``on_run_failed``) covers the runs that end without a report:
+    validate_params failed (write_report, its teardown, does not run) or write_report itself failed.
+    It runs where Airflow runs DAG callbacks (the DAG processor; ``dag.test()`` in process) and
+    needs no XCom: the run id, the failed task and the runbook's advice."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
 
-    def run_report(self, context) -> tuple[dict, str | None]:
-        """(report.json's content or {}, report.html's URI or None)."""
-        from fruitflow_pipeline.run import PipelineRun
-        from fruitflow_pipeline.storage import storage_for
+    def after_report(self, report: Mapping, report_html_uri: str) -> None:
+        """Send what ``report`` (report.json's content) calls for; never raises."""
+        from airflow.sdk import get_current_context
 
-        plan = context["ti"].xcom_pull(task_ids=PLAN_TASK, key="run") if "ti" in context else None
-        if not plan:
-            return {}, None
-        pipeline_run, store = PipelineRun.from_xcom(plan), storage_for(self.settings.target, self.settings.aws_conn_id)
-        if not store.exists(pipeline_run.report_uri):
-            return {}, None
-        return json.loads(store.read_text(pipeline_run.report_uri)), pipeline_run.report_html_uri
-
-    def failed_tasks(self, context, report: Mapping) -> dict[str, str]:
-        """The failed tasks and their errors: report.json's, or the run's own without one."""
         from fruitflow_pipeline.operators import FAILURE_XCOM_KEY
 
-        ti = context["ti"]
-        states = report.get("tasks") or ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])[ti.run_id]
-        return {
-            task_id: ti.xcom_pull(task_ids=task_id, key=FAILURE_XCOM_KEY) or ""
-            for task_id, state in states.items()
-            if state == "failed"
-        }
-
-    def on_failure(self, context) -> None:
         try:
-            report, report_html = self.run_report(context)
-            failures = self.failed_tasks(context, report)
-            facts = {**report, "failures": failures}
-            if not report and failures:  # the run stopped before its report, or the report failed
-                task = next(iter(failures))
-                facts |= {"failed_task": task, "error": failures[task]}
-                facts |= {"cluster_id": context["ti"].xcom_pull(task_ids=CLUSTER_TASK)}
-            dag_run_id = context["run_id"]
-            if TERMINATE_TASK in failures:
+            context = get_current_context()
+            dag_run_id, tasks = context["run_id"], report.get("tasks", {})
+            if tasks.get(TERMINATE_TASK) == "failed":
+                why = context["ti"].xcom_pull(task_ids=TERMINATE_TASK, key=FAILURE_XCOM_KEY)
+                facts = {**report, "failures": {TERMINATE_TASK: why}}
                 idle_timeout = self.settings.emr.idle_timeout_seconds
-                send(cluster_left_running_alert(facts, report_html, dag_run_id, idle_timeout), context, self.settings)
-            if set(failures) - {TERMINATE_TASK} or not failures:
-                send(run_failed_alert(facts, report_html, dag_run_id), context, self.settings)
-        except Exception:
-            log.exception("could not gather the failed run's facts: no alert sent for run %s", context.get("run_id"))
-
-    def on_success(self, context) -> None:
-        if not self.settings.alerts.on_success:
-            return
-        try:
-            report, _ = self.run_report(context)
-            if report:
+                send(
+                    cluster_left_running_alert(facts, report_html_uri, dag_run_id, idle_timeout), context, self.settings
+                )
+            other_failures = [task for task, state in tasks.items() if state == "failed" and task != TERMINATE_TASK]
+            if report.get("status") == "failed" and (other_failures or tasks.get(TERMINATE_TASK) != "failed"):
+                failed_first = {**report, "failed_task": (other_failures or [report.get("failed_task")])[0]}
+                send(run_failed_alert(failed_first, report_html_uri, dag_run_id), context, self.settings)
+            elif report.get("status") in ("succeeded", "unchanged") and self.settings.alerts.on_success:
                 send(success_summary_alert(report), context, self.settings)
         except Exception:
-            log.exception("could not send the success summary of run %s", context.get("run_id"))
+            log.exception("could not send the alerts of run %s", report.get("run"))
+
+    def on_run_failed(self, context) -> None:
+        """DAG on_failure_callback: alert for a failed run whose report was not written."""
+        task_id = context["ti"].task_id if context.get("ti") else None
+        if task_id not in (PLAN_TASK, REPORT_TASK):
+            return  # write_report ran, and sent the run's alerts
+        try:
+            reason = (
+                "the params or the deployment's settings were refused: no cluster was started"
+                if task_id == PLAN_TASK
+                else "the run failed, and its report could not be written"
+            )
+            facts = {"failed_task": task_id, "error_line": f"{reason} (see the task log of {task_id})"}
+            send(run_failed_alert(facts, None, context["run_id"]), context, self.settings)
+        except Exception:
+            log.exception("could not send the alert of failed run %s", context.get("run_id"))
 
 
 async def night_is_late(context: Mapping, late_after_seconds: float) -> None:
