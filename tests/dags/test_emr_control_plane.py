@@ -689,6 +689,9 @@ def test_a_failed_step_night_sends_one_alert_with_the_jobs_error_line(
         {"id": cluster["Id"], "state": "TERMINATED", "reason": report["clusters"][0]["reason"]}
     ]
     assert "stdout.gz" in report["advice"]
+    page = boto3.client("s3").get_object(Bucket=BUCKET, Key=f"results/{key}/report.html")["Body"].read().decode()
+    assert f"Failed at watch_featurize: {JOB_ERROR}. What to do: read the job" in page
+    assert f"Clusters this run started: {cluster['Id']} TERMINATED" in page
 
     (alert,) = alerts_received()
     assert alert["Subject"].startswith(f"fruitflow FAILED {key}: watch_featurize: fruitflow.featurize.WeightsError")
