@@ -43,7 +43,8 @@ class Alert:
 def notifiers(settings: Settings) -> list:
     """Where alerts go: the one place to add a notifier. Each is an Airflow notifier rendered with
     the alert in its context, so its templates read ``{{ alert.subject }}`` and ``{{ alert.message }}``;
-    e.g. ``SlackWebhookNotifier(slack_webhook_conn_id="oncall", text="{{ alert.message }}")``."""
+    e.g. ``SmtpNotifier(to="oncall@example.com", subject="{{ alert.subject }}", html_content="{{ alert.message }}")``.
+    The late alert runs them in the triggerer, through their ``async_notify``."""
     found = []
     if settings.alerts.sns_topic_arn:
         from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
