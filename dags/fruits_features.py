@@ -36,6 +36,9 @@ it has its clusters terminated by the fruitflow cleanup listener; EMR's idle aut
 the last safety net). `local` runs the same steps with spark-submit on this machine.
 
 #### When it fails (on call)
+`report.html` in the run folder says at its top what failed and what to do, and which clusters
+the run started and how each ended. With `FRUITFLOW_ALERT_SNS_TOPIC_ARN` the same reaches the
+on-call people as an alert (README, "On call").
 - **validate_params**: a param is wrong, an unknown conf key was given, the images prefix holds
   no image, or a location lies outside the ones this deployment allows (`FRUITFLOW_ALLOWED_URIS`;
   the form's descriptions name them); the log names each problem. No cluster was started and no
@@ -44,8 +47,9 @@ the last safety net). `local` runs the same steps with spark-submit on this mach
   IAM roles, bucket policy). `empty_run_folder` deletes what an earlier try of this run left in its
   folder, and refuses a folder that another DAG run owns.
 - **watch_featurize / watch_pca / watch_export_csv** (EMR) or **featurize / pca / export_csv** (local):
-  the log says the step's state, EMR's reason and the S3 folder of the step's logs
-  (`stdout.gz` has the job's error line and Python traceback, `stderr.gz` Spark's own log).
+  the log says the step's state, the job's own error line and the end of its Python traceback
+  (read from the step's `stdout.gz`, waiting up to FRUITFLOW_EMR_STEP_LOG_WAIT_SECONDS for EMR
+  to copy it), EMR's reason and the S3 folder of the step's logs (`stderr.gz` is Spark's own log).
   A cancelled step only means an earlier one failed.
 - **find_changes**: the images could not be listed (AWS access). Skipped steps after it, all
   pink, with a green run: nothing changed since the last good run, as its log says.
@@ -57,11 +61,14 @@ the last safety net). `local` runs the same steps with spark-submit on this mach
 - **remove_old_runs**: the run's outputs are good and latest.json moved; only the retention of
   old run folders failed (FRUITFLOW_KEEP_RUNS; on S3 the role needs s3:DeleteObject under the
   results prefix). Its log names each folder it kept or deleted and why.
-- **write_report**: only the report could not be written; the run's outcome is that of the other tasks,
-  but no features asset event was emitted: a DAG scheduled on it does not run for this night.
-- The cluster is terminated in every case: check that `terminate_cluster` is green (`report.json`
-  names it as `failed_task` otherwise). If it is not, terminate the cluster named in its log by hand
-  (EMR console); it would stop itself after the idle timeout.
+- **write_report**: only the report could not be written. Deliberately, the run's outcome stays
+  that of the other tasks (a good night whose report failed is still green), but no features asset
+  event was emitted: a DAG scheduled on it does not run for this night. A failed run without its
+  report still alerts (the DAG's failure callback).
+- **terminate_cluster**: the cluster may still be running, and costing: the DAG run fails
+  (`on_failure_fail_dagrun`), `report.json` names it as `failed_task`, and the alert's first line
+  names the cluster. Terminate it by hand (EMR console, or `aws emr terminate-clusters
+  --cluster-ids <id>`); EMR's idle timeout would stop it otherwise.
 """
 
 from __future__ import annotations
