@@ -154,10 +154,16 @@ def cluster_left_running_alert(
     )
 
 
+def duration_text(duration: timedelta) -> str:
+    """``duration`` as FRUITFLOW_ALERT_LATE_AFTER writes it: 4h, 1h30m, 20s."""
+    hours, rest = divmod(round(duration.total_seconds()), 3600)
+    minutes, seconds = divmod(rest, 60)
+    return "".join(f"{value}{unit}" for value, unit in ((hours, "h"), (minutes, "m"), (seconds, "s")) if value)
+
+
 def late_alert(dag_run: Mapping, late_after: timedelta, deadline_time) -> Alert:
     """The run is not finished ``late_after`` after it was queued."""
-    hours = late_after.total_seconds() / 3600
-    late = f"{hours:g}h" if hours >= 1 else f"{late_after.total_seconds() / 60:g}m"
+    late = duration_text(late_after)
     run_id = dag_run.get("dag_run_id") or dag_run.get("run_id")
     return Alert(
         subject=f"fruitflow LATE: run {run_id} not finished after {late}",
