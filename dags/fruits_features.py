@@ -279,7 +279,7 @@ def write_report(
     report |= on_call_facts(
         report,
         ti.xcom_pull(task_ids=report["failed_task"], key=STEP_LOGS_XCOM_KEY) if report["failed_task"] else None,
-        clusters_of(EmrHook(aws_conn_id=SETTINGS.aws_conn_id).conn, ti.run_id) if cluster_task_id else None,
+        clusters_of(emr, ti.run_id, pipeline_run.key) if emr else None,
     )
     store.write_text(pipeline_run.report_uri, json.dumps(report, indent=2))
     store.write_text(pipeline_run.report_html_uri, report_html_for(report, pipeline_run, store))

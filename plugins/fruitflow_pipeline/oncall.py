@@ -42,12 +42,13 @@ def first_line(text: str | None, limit: int = 300) -> str | None:
     return lines[0][:limit] if lines else None
 
 
-def clusters_of(emr_client, dag_run_id: str) -> list[dict]:
-    """Every cluster DAG run ``dag_run_id`` started, whatever its state, oldest first: its id,
-    state and EMR's reason for that state."""
+def clusters_of(emr_client, dag_run_id: str, run_key: str) -> list[dict]:
+    """Every cluster DAG run ``dag_run_id`` started for run ``run_key``, whatever its state, oldest
+    first: its id, state and EMR's reason for that state. Only clusters of the run's name are described."""
     tag = {"Key": DAG_RUN_TAG, "Value": dag_run_tag(dag_run_id)}
     pages = emr_client.get_paginator("list_clusters").paginate()
-    listed = [cluster for page in pages for cluster in page["Clusters"] if cluster["Name"].startswith(NAME_PREFIX)]
+    name = f"{NAME_PREFIX}{run_key}"  # cluster.job_flow_spec's
+    listed = [cluster for page in pages for cluster in page["Clusters"] if cluster["Name"] == name]
     found = []
     for summary in listed:
         cluster = emr_client.describe_cluster(ClusterId=summary["Id"])["Cluster"]

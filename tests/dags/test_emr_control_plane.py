@@ -387,6 +387,9 @@ def test_a_retried_create_cluster_leaves_the_run_one_live_cluster(emr_dag, monke
     assert terminations == [{orphan}, {added["JobFlowId"]}]  # the orphan went before the second cluster came
     assert cluster_state(orphan) == cluster_state(added["JobFlowId"]) == "TERMINATED"
     assert cluster_state(other_run) == "WAITING"  # another run's cluster is left alone
+    # report.json names every cluster this run started, the orphan too, and how each ended.
+    reported = read_json(f"results/{run_key_of(run)}/report.json")["clusters"]
+    assert {(c["id"], c["state"]) for c in reported} == {(orphan, "TERMINATED"), (added["JobFlowId"], "TERMINATED")}
 
 
 def test_a_run_that_ends_failed_without_its_teardown_has_its_clusters_terminated(aws, monkeypatch):
