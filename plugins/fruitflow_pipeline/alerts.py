@@ -4,7 +4,8 @@ One message per event: the run failed; terminate_cluster failed (its cluster may
 the run is late (not finished FRUITFLOW_ALERT_LATE_AFTER after it was queued); and, opted in with
 FRUITFLOW_ALERT_ON_SUCCESS, a one-line summary of a good or unchanged night. A good night sends
 nothing otherwise. ``notifiers`` is the one place that lists where alerts go; a notifier that fails
-is logged and never changes a run's outcome (Airflow runs these callbacks after the run's state is set).
+is logged and never changes a run's outcome: ``send`` catches its error, in write_report as in the
+DAG's callback and the triggerer.
 """
 
 from __future__ import annotations
