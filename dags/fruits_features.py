@@ -39,6 +39,7 @@ the last safety net). `local` runs the same steps with spark-submit on this mach
 `report.html` in the run folder says at its top what failed and what to do, and which clusters
 the run started and how each ended. With `FRUITFLOW_ALERT_SNS_TOPIC_ARN` the same reaches the
 on-call people as an alert (README, "On call").
+
 - **validate_params**: a param is wrong, an unknown conf key was given, the images prefix holds
   no image, or a location lies outside the ones this deployment allows (`FRUITFLOW_ALLOWED_URIS`;
   the form's descriptions name them); the log names each problem. No cluster was started and no
