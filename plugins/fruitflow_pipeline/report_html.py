@@ -22,6 +22,7 @@ td.number { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f6f8fa; padding: 0.8em; white-space: pre-wrap; word-break: break-word; }
 img { max-width: 100%; border: 1px solid #d0d7de; margin: 0.4em 0; }
 .problem { color: #cf222e; }
+.headline { font-size: 1.1em; padding: 0.6em 0.8em; background: #f6f8fa; border-left: 0.3em solid; }
 """
 
 
@@ -62,6 +63,35 @@ def _picture(title: str, png: bytes | None) -> str:
     return (
         f'<figure><img alt="{caption}" src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>'
     )
+
+
+def headline(report: dict) -> str:
+    """What happened and what to do, in one line of text: the first thing report.html says."""
+    status = report["status"]
+    if status == "failed":
+        task = report.get("failed_task") or "a task"
+        reason = report.get("error_line") or "no error recorded: see the task log"
+        return f"Failed at {task}: {reason}. What to do: {report.get('advice') or 'read the task log'}."
+    if status == "unchanged":
+        return f"Nothing to do: unchanged since {report.get('unchanged_since')}, no cluster started."
+    counts, pca = report.get("counts", {}), report.get("pca", {})
+    return (
+        f"Succeeded: {counts.get('featurised')} of {counts.get('images')} images featurised, "
+        f"k = {pca.get('k')} components. Nothing to do."
+    )
+
+
+def _headline(report: dict) -> list[str]:
+    colour = STATUS_COLOURS.get(report["status"], "#57606a")
+    parts = [f"<p class=headline style='border-color:{colour}'>{escape(headline(report))}</p>"]
+    clusters = report.get("clusters")
+    if clusters:
+        ended = [
+            f"{cluster['id']} {cluster['state']}" + (f" ({cluster['reason']})" if cluster.get("reason") else "")
+            for cluster in clusters
+        ]
+        parts.append(f"<p>Clusters this run started: {escape('; '.join(ended))}</p>")
+    return parts
 
 
 def _outcome(report: dict) -> list[str]:
@@ -184,6 +214,7 @@ def render_report_html(report: dict, pictures: Mapping[str, bytes | None], error
     body = [
         f"<h1>fruitflow run {escape(report['run'])} "
         f"<span class=status style='background:{colour}'>{escape(status)}</span></h1>",
+        *_headline(report),
         _table(overview),
         *_outcome(report),
         *_counts(report, error_rows),

@@ -13,6 +13,7 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import unquote
@@ -143,6 +144,50 @@ def hourly_prices_from(raw: str) -> dict[str, float]:
     return {key: float(price) for key, price in prices.items()}
 
 
+SNS_TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]{1,256}(\.fifo)?")
+DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def sns_topic_arn_from(raw: str) -> str:
+    """FRUITFLOW_ALERT_SNS_TOPIC_ARN: empty, or a standard SNS topic's ARN."""
+    if not raw:
+        return raw
+    match = SNS_TOPIC_ARN.fullmatch(raw)
+    if not match:
+        raise SettingError(
+            f"FRUITFLOW_ALERT_SNS_TOPIC_ARN={raw!r} is not an SNS topic ARN "
+            "(arn:aws:sns:<region>:<12-digit account>:<topic name>)"
+        )
+    if match.group(1):
+        raise SettingError(
+            f"FRUITFLOW_ALERT_SNS_TOPIC_ARN={raw!r} is a FIFO topic: give a standard topic "
+            "(a FIFO topic needs a message group id, which the SNS notifier does not send)"
+        )
+    return raw
+
+
+def duration_from(name: str, raw: str) -> timedelta:
+    """A positive duration written as hours, minutes and seconds: ``4h``, ``90m``, ``1h30m``, ``45s``."""
+    match = DURATION.fullmatch(raw.replace(" ", "").lower())
+    if not raw or not match or not any(match.groups()):
+        raise SettingError(f"FRUITFLOW_{name}={raw!r} must be a duration such as 4h, 90m or 1h30m")
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    duration = timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    if not duration:
+        raise SettingError(f"FRUITFLOW_{name}={raw!r} must be longer than zero")
+    return duration
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Who hears about a night, and when (fruitflow_pipeline.alerts)."""
+
+    sns_topic_arn: str = ""  # empty: no SNS alerts
+    # A run not finished this long after it was queued alerts once (Airflow's deadline alerts); None: never.
+    late_after: timedelta | None = None
+    on_success: bool = False  # a one-line summary of each good or unchanged night too
+
+
 @dataclass(frozen=True)
 class EmrSettings:
     release_label: str = "emr-7.10.0"  # Spark 3.5.5, Python 3.11: matches pyspark in requirements.txt
@@ -159,6 +204,9 @@ class EmrSettings:
     # FRUITFLOW_EMR_HOURLY_PRICES: EC2 + EMR price per hour, "<type>" (on-demand) or "<type>:SPOT", in the
     # deployment's region and currency; the report estimates a run's cost only from these.
     hourly_prices: Mapping[str, float] = field(default_factory=dict)
+    # How long a watcher waits for a failed step's stdout.gz to reach S3 (step_logs): one of EMR's
+    # five-minute copies, and half a minute more.
+    step_log_wait_seconds: float = 330.0
 
 
 @dataclass(frozen=True)
@@ -197,6 +245,7 @@ class Settings:
     # Where a run may read and write (FRUITFLOW_ALLOWED_URIS), as allowed_prefix gives them once
     # built: empty, the locations of the defaults above; (ANYWHERE,), anywhere.
     allowed_uris: tuple[str, ...] = ()
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     def __post_init__(self):
         # The defaults of the params a nightly run uses: placeholders unless the deployment says.
@@ -302,6 +351,7 @@ class Settings:
                 python=text("EMR_PYTHON", emr.python),
                 wheelhouse_uri=wheelhouse_uri,
                 hourly_prices=hourly_prices,
+                step_log_wait_seconds=number("EMR_STEP_LOG_WAIT_SECONDS", emr.step_log_wait_seconds, float),
             ),
             local=LocalSettings(
                 spark_master=text("SPARK_MASTER", local.spark_master),
@@ -316,4 +366,11 @@ class Settings:
                 dry_run=flag("RETENTION_DRY_RUN"),
             ),
             allowed_uris=allowed_uris,
+            alerts=AlertSettings(
+                sns_topic_arn=sns_topic_arn_from(text("ALERT_SNS_TOPIC_ARN")),
+                late_after=duration_from("ALERT_LATE_AFTER", text("ALERT_LATE_AFTER"))
+                if text("ALERT_LATE_AFTER")
+                else None,
+                on_success=flag("ALERT_ON_SUCCESS"),
+            ),
         )

@@ -10,6 +10,7 @@ real (test_rehearsal.py). This is a moto run, not an AWS run.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -30,25 +31,50 @@ def argument(args: list[str], flag: str) -> str:
     return args[args.index(flag) + 1]
 
 
+# A failed featurize step's stdout.gz as a PySpark driver leaves it: Spark's PythonRunner copies the
+# job's own output and traceback there (the rehearsal's failing step shows the same layout).
+FAILED_STDOUT = """\
+converting MobileNetV2 to ONNX
+Traceback (most recent call last):
+  File "/mnt/tmp/spark/featurize.py", line 12, in <module>
+    sys.exit(main())
+  File "/mnt/tmp/spark/fruitflow.zip/fruitflow/featurize.py", line 301, in main
+    model = load_model(args.weights)
+  File "/mnt/tmp/spark/fruitflow.zip/fruitflow/featurize.py", line 120, in load_model
+    raise WeightsError(f"weights {uri} are not MobileNetV2 weights: {problem}")
+fruitflow.featurize.WeightsError: weights s3://fruits/weights/broken.h5 are not MobileNetV2 weights: bad HDF5
+"""
+FAILED_STDERR = "26/12/06 02:14:03 INFO SparkContext: Successfully stopped SparkContext\n"
+JOB_ERROR = (
+    "fruitflow.featurize.WeightsError: weights s3://fruits/weights/broken.h5 are not MobileNetV2 weights: bad HDF5"
+)
+
+
 class FakeEmr:
     """Settles steps in order: all complete, or ``fail_step`` fails and the later ones are
-    cancelled (what ActionOnFailure=CANCEL_AND_WAIT does on EMR).
+    cancelled (what ActionOnFailure=CANCEL_AND_WAIT does on EMR); the failed step's stdout.gz and
+    stderr.gz are in its log folder, unless ``step_logs=False`` (EMR has not copied them yet).
 
     By default the steps settle as soon as they are added. With ``settle_on_add=False`` they
     stay PENDING until ``settle_next()`` is called, one step at a time.
     """
 
-    def __init__(self, monkeypatch, fail_step: str | None = None, csv_rows_short_by: int = 0, settle_on_add=True):
+    def __init__(
+        self, monkeypatch, fail_step: str | None = None, csv_rows_short_by: int = 0, settle_on_add=True, step_logs=True
+    ):
         from moto.emr import models
 
         self.fail_step = fail_step
         self.csv_rows_short_by = csv_rows_short_by
+        self.step_logs = step_logs
         self.s3 = boto3.client("s3")
         self.unsettled = []
+        self.cluster_of = {}
         original = models.Cluster.add_steps
 
         def add_steps(cluster, steps):
             added = original(cluster, steps)
+            self.cluster_of |= {step.id: cluster.id for step in added}
             self.unsettled += added
             while settle_on_add and self.unsettled:
                 self.settle_next()
@@ -79,6 +105,10 @@ class FakeEmr:
         for later in self.unsettled:
             later.state = "CANCELLED"
         self.unsettled.clear()
+        if self.step_logs:
+            folder = f"results/_emr_logs/{self.cluster_of[step.id]}/steps/{step.id}"
+            for name, text in (("stdout", FAILED_STDOUT), ("stderr", FAILED_STDERR)):
+                self.s3.put_object(Bucket=BUCKET, Key=f"{folder}/{name}.gz", Body=gzip.compress(text.encode()))
 
     def write_outputs(self, name: str, args: list[str]) -> None:
         """What the step's job writes, at the paths its own parser reads from the step's arguments."""
@@ -357,6 +387,9 @@ def test_a_retried_create_cluster_leaves_the_run_one_live_cluster(emr_dag, monke
     assert terminations == [{orphan}, {added["JobFlowId"]}]  # the orphan went before the second cluster came
     assert cluster_state(orphan) == cluster_state(added["JobFlowId"]) == "TERMINATED"
     assert cluster_state(other_run) == "WAITING"  # another run's cluster is left alone
+    # report.json names every cluster this run started, the orphan too, and how each ended.
+    reported = read_json(f"results/{run_key_of(run)}/report.json")["clusters"]
+    assert {(c["id"], c["state"]) for c in reported} == {(orphan, "TERMINATED"), (added["JobFlowId"], "TERMINATED")}
 
 
 def test_a_run_that_ends_failed_without_its_teardown_has_its_clusters_terminated(aws, monkeypatch):
@@ -607,3 +640,177 @@ def test_the_report_says_where_the_cluster_time_went_and_what_it_cost(
     event = features_asset_events()[-1]
     assert (event["run"], event["cluster"]) == (run_key_of(run), usage)
     assert event["seconds"] == read_json(f"results/{run_key_of(run)}/report.json")["seconds"]
+
+
+# On call: the alerts, through moto's SNS to an SQS queue subscribed to the topic.
+
+
+@pytest.fixture
+def oncall_topic(aws) -> str:
+    """An SNS topic with an SQS queue subscribed, as an on-call pager would be; its ARN."""
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name="fruitflow-oncall")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName="oncall")["QueueUrl"]
+    queue = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue)
+    return topic
+
+
+def alerts_received() -> list[dict]:
+    """The SNS notifications the on-call queue holds (Subject, Message, ...), oldest first; read once."""
+    sqs = boto3.client("sqs")
+    queue_url = sqs.get_queue_url(QueueName="oncall")["QueueUrl"]
+    received = []
+    while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+        received += [json.loads(message["Body"]) for message in batch]
+        for message in batch:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return sorted(received, key=lambda notification: notification["Timestamp"])
+
+
+def test_a_failed_step_night_sends_one_alert_with_the_jobs_error_line(
+    load_dag, airflow_db, oncall_topic, monkeypatch, capfd
+):
+    emr_dag = emr_dag_with_images(load_dag, alert_sns_topic_arn=oncall_topic)
+    FakeEmr(monkeypatch, fail_step="featurize")
+
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == "failed"
+    (cluster,) = clusters()
+    step_ids = {s["Name"]: s["Id"] for s in boto3.client("emr").list_steps(ClusterId=cluster["Id"])["Steps"]}
+    folder = f"s3://{BUCKET}/results/_emr_logs/{cluster['Id']}/steps/{step_ids['featurize']}/"
+    log = capfd.readouterr().out
+    assert f"the job's error: {JOB_ERROR}" in log  # the watcher's task log, without opening S3
+    assert 'raise WeightsError(f"weights {uri} are not MobileNetV2 weights: {problem}")' in log  # traceback tail
+
+    key = run_key_of(run)
+    report = read_json(f"results/{key}/report.json")
+    assert (report["failed_task"], report["error_line"], report["step_logs"]) == ("watch_featurize", JOB_ERROR, folder)
+    assert f"job error: {JOB_ERROR}" in report["error"]
+    assert report["clusters"] == [
+        {"id": cluster["Id"], "state": "TERMINATED", "reason": report["clusters"][0]["reason"]}
+    ]
+    assert "stdout.gz" in report["advice"]
+    page = boto3.client("s3").get_object(Bucket=BUCKET, Key=f"results/{key}/report.html")["Body"].read().decode()
+    assert f"Failed at watch_featurize: {JOB_ERROR}. What to do: read the job" in page
+    assert f"Clusters this run started: {cluster['Id']} TERMINATED" in page
+
+    (alert,) = alerts_received()
+    assert alert["Subject"].startswith(f"fruitflow FAILED {key}: watch_featurize: fruitflow.featurize.WeightsError")
+    assert len(alert["Subject"]) < 100
+    lines = alert["Message"].splitlines()
+    assert lines[:2] == [f"fruitflow run {key} failed at watch_featurize.", f"Reason: {JOB_ERROR}"]
+    assert f"Clusters: {cluster['Id']} (TERMINATED)" in lines
+    assert f"Report: s3://{BUCKET}/results/{key}/report.html" in lines
+    assert f"Step logs: {folder}" in lines
+
+
+def test_a_denied_terminate_fails_the_run_and_alerts_with_the_cluster_first(
+    load_dag, airflow_db, oncall_topic, monkeypatch
+):
+    """TerminateJobFlows denied (an IAM policy without elasticmapreduce:TerminateJobFlows): the
+    teardown fails, and with it the run; the report is still written and names it."""
+    from botocore.client import BaseClient
+    from botocore.exceptions import ClientError
+
+    emr_dag = emr_dag_with_images(load_dag, alert_sns_topic_arn=oncall_topic)
+    emr_dag.get_task("terminate_cluster").retry_delay = timedelta(0)
+    FakeEmr(monkeypatch)
+    original = BaseClient._make_api_call
+
+    def deny_terminate(client, operation, params):
+        if operation == "TerminateJobFlows":
+            error = {"Code": "AccessDeniedException", "Message": "not authorized to perform TerminateJobFlows"}
+            raise ClientError({"Error": error}, operation)
+        return original(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", deny_terminate)
+
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == "failed"
+    states = task_states(run)
+    assert states["terminate_cluster"] == "failed" and states["write_report"] == "success"
+    assert states["check_outputs"] == states["remove_old_runs"] == "success"
+    (cluster,) = clusters()
+    assert cluster["Status"]["State"] in ("RUNNING", "WAITING")  # still up, still costing
+    report = read_json(f"results/{run_key_of(run)}/report.json")
+    assert (report["status"], report["failed_task"]) == ("failed", "terminate_cluster")
+    assert "AccessDeniedException" in report["error"]
+    assert report["clusters"] == [{"id": cluster["Id"], "state": cluster["Status"]["State"], "reason": ""}]
+
+    (alert,) = alerts_received()  # the cluster's alert; the outputs were good, so no other
+    assert alert["Subject"] == f"fruitflow: EMR cluster {cluster['Id']} may still be running (terminate_cluster failed)"
+    first_line = alert["Message"].splitlines()[0]
+    assert first_line == f"EMR cluster {cluster['Id']} may still be running: terminate_cluster failed in " \
+        f"fruitflow run {run_key_of(run)}."  # fmt: skip
+    assert f"aws emr terminate-clusters --cluster-ids {cluster['Id']}" in alert["Message"]
+    assert "AccessDeniedException" in alert["Message"]
+
+
+@pytest.mark.parametrize("on_success", ["false", "true"])
+def test_a_good_night_and_an_unchanged_night_send_nothing_unless_asked(
+    load_dag, airflow_db, oncall_topic, monkeypatch, on_success
+):
+    emr_dag = emr_dag_with_images(load_dag, alert_sns_topic_arn=oncall_topic, alert_on_success=on_success)
+    FakeEmr(monkeypatch)
+
+    good = emr_dag.test(logical_date=datetime(2026, 11, 26, 2, tzinfo=UTC), run_conf=CONF)
+    unchanged = emr_dag.test(logical_date=datetime(2026, 11, 27, 2, tzinfo=UTC), run_conf=CONF)
+
+    assert good.state == unchanged.state == "success"
+    assert read_json("results/20261127T020000Z/report.json")["status"] == "unchanged"
+    received = [alert["Subject"] for alert in alerts_received()]
+    if on_success == "false":
+        assert received == []
+    else:
+        assert received == [
+            "fruitflow 20261126T020000Z: 19 of 20 images featurised, 1 errors, k=3",
+            "fruitflow 20261127T020000Z: unchanged since 20261126T020000Z, nothing computed",
+        ]
+
+
+@pytest.mark.parametrize("fail_step", [None, "featurize"])
+def test_a_publish_that_fails_is_logged_and_leaves_the_run_as_it_was(
+    load_dag, airflow_db, aws, monkeypatch, caplog, fail_step
+):
+    missing_topic = "arn:aws:sns:eu-west-1:123456789012:no-such-topic"
+    emr_dag = emr_dag_with_images(load_dag, alert_sns_topic_arn=missing_topic, alert_on_success="true")
+    FakeEmr(monkeypatch, fail_step=fail_step)
+
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == ("failed" if fail_step else "success")
+    report = read_json(f"results/{run_key_of(run)}/report.json")
+    assert report["status"] == ("failed" if fail_step else "succeeded")
+    not_sent = [record for record in caplog.records if "not sent through SnsNotifier" in record.getMessage()]
+    assert len(not_sent) == 1 and "NotFound" in str(not_sent[0].exc_info[1])
+
+
+def test_step_logs_not_copied_in_time_are_named_and_the_reason_is_emrs(load_dag, airflow_db, aws, monkeypatch, capfd):
+    emr_dag = emr_dag_with_images(load_dag, emr_step_log_wait_seconds="0.3")
+    FakeEmr(monkeypatch, fail_step="pca", step_logs=False)
+
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == "failed"
+    report = read_json(f"results/{run_key_of(run)}/report.json")
+    assert "no error line in the step's logs after 0 s (EMR copies them to S3 every five minutes)" in report["error"]
+    assert report["error_line"] == report["error"][:300]  # EMR's own words, the first line of the error
+    assert report["step_logs"].endswith("/steps/" + report["step_logs"].rstrip("/").rsplit("/", 1)[-1] + "/")
+    assert f"no error line in {report['step_logs']} after 0 s" in capfd.readouterr().out
+
+
+def test_a_run_refused_before_its_report_still_alerts_from_the_dag_callback(load_dag, airflow_db, oncall_topic):
+    emr_dag = emr_dag_with_images(load_dag, alert_sns_topic_arn=oncall_topic)
+
+    run = emr_dag.test(run_conf=CONF | {"images_uri": f"s3://{BUCKET}/no-such-folder"})
+
+    assert run.state == "failed"
+    assert task_states(run)["write_report"] in ("skipped", "upstream_failed", None)
+    (alert,) = alerts_received()
+    assert alert["Subject"].startswith(f"fruitflow FAILED {run.run_id}: validate_params: the params")
+    assert len(alert["Subject"]) == 99 and alert["Subject"].endswith("...")  # cut under SNS's limit
+    assert "What to do: a param, the conf or an allowed location is wrong" in alert["Message"]
+    assert "Report: none written (the run stopped before it)" in alert["Message"]

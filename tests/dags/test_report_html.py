@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fruitflow_pipeline.report_html import first_error_rows, render_report_html, report_html_for
+from fruitflow_pipeline.report_html import first_error_rows, headline, render_report_html, report_html_for
 from fruitflow_pipeline.run import PipelineRun
 from fruitflow_pipeline.storage import LocalStorage
 
@@ -104,3 +104,37 @@ def test_the_page_reads_one_error_part_whatever_the_number_of_parts(tmp_path):
     html = report_html_for(report, run, CountingStorage())
     assert read == [f"{run.errors_uri}/part-00001.parquet"]
     assert "<td>x.jpg</td><td>bad x.jpg</td>" in html and "4 more in" in html
+
+
+def test_the_page_opens_with_what_happened_what_to_do_and_every_cluster_of_the_run():
+    report = BASE | {
+        "status": "failed",
+        "failed_task": "terminate_cluster",
+        "error": "An error occurred (AccessDeniedException) when calling the TerminateJobFlows operation",
+        "error_line": "An error occurred (AccessDeniedException) when calling the TerminateJobFlows operation",
+        "advice": "the cluster may still be running: terminate it by hand in the EMR console",
+        "clusters": [
+            {"id": "j-ORPHAN", "state": "TERMINATED", "reason": "USER_REQUEST: Terminated by user request"},
+            {"id": "j-NIGHT", "state": "WAITING", "reason": ""},
+        ],
+        "steps_finished": {},
+        "problems": [],
+    }
+    html = render_report_html(report, {"explained_variance": None, "scatter": None}, [])
+
+    body = html.split("</h1>", 1)[1]
+    assert body.startswith(
+        "<p class=headline style='border-color:#cf222e'>Failed at terminate_cluster: An error occurred "
+        "(AccessDeniedException) when calling the TerminateJobFlows operation. What to do: the cluster may still "
+        "be running: terminate it by hand in the EMR console.</p>"
+        "<p>Clusters this run started: j-ORPHAN TERMINATED (USER_REQUEST: Terminated by user request); "
+        "j-NIGHT WAITING</p>"
+    )
+
+
+def test_a_good_and_an_unchanged_night_say_there_is_nothing_to_do():
+    good = BASE | {"status": "succeeded", "counts": {"images": 20, "featurised": 19}, "pca": {"k": 3}}
+    unchanged = BASE | {"status": "unchanged", "unchanged_since": "20261124T020000Z"}
+
+    assert headline(good) == "Succeeded: 19 of 20 images featurised, k = 3 components. Nothing to do."
+    assert headline(unchanged) == "Nothing to do: unchanged since 20261124T020000Z, no cluster started."
