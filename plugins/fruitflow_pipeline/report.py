@@ -139,8 +139,9 @@ def run_report(
 
     ``task_states`` are the run's tasks in graph order, without the report's own task;
     ``failures`` the error of each task that failed; ``outputs`` the checked outputs'
-    summary when the checks ran; ``steps`` the metrics of the steps that finished. As in
-    Airflow, a failed teardown does not fail the run, but it is the ``failed_task`` to look at.
+    summary when the checks ran; ``steps`` the metrics of the steps that finished. ``teardowns``
+    are the tasks whose failure, as in Airflow, does not fail the run (the teardowns without
+    ``on_failure_fail_dagrun``); a failed one is still the ``failed_task`` to look at.
     ``unchanged_since`` names the last good run when nothing changed since, so nothing ran;
     ``changes`` says otherwise why the run went ahead (find_changes' lines);
     ``cluster_usage`` the cluster's phases and instance time (cluster_usage.usage_summary), on EMR;
