@@ -151,7 +151,23 @@ def _time_and_cost(report: dict) -> list[str]:
             parts.append(f"<p>Estimated cost: <b>{cost['total']:.2f}</b> (at FRUITFLOW_EMR_HOURLY_PRICES)</p>")
         elif cost:
             parts.append(f"<p>No cost estimate: no price for {escape(', '.join(cost['missing_prices']))}</p>")
-    return parts
+    return parts + _launches(report)
+
+
+def _launches(report: dict) -> list[str]:
+    """Every cluster the run started, and how each ended: a launch that failed is billed too."""
+    rows = [
+        (
+            cluster["id"],
+            cluster.get("state", "not readable from EMR"),
+            ": ".join(filter(None, [cluster.get("reason_code"), cluster.get("reason") or cluster.get("error")])),
+            round(sum(cluster.get("instance_seconds", {}).values()) / 3600, 2),
+        )
+        for cluster in report.get("clusters", [])
+    ]
+    if not rows:
+        return []
+    return ["<h2>Clusters this run started</h2>", _table(rows, ("cluster", "ended", "EMR's reason", "instance hours"))]
 
 
 def _storage(report: dict) -> list[str]:

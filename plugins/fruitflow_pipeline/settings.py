@@ -161,6 +161,12 @@ class EmrSettings:
     # FRUITFLOW_EMR_HOURLY_PRICES: EC2 + EMR price per hour, "<type>" (on-demand) or "<type>:SPOT", in the
     # deployment's region and currency; the report estimates a run's cost only from these.
     hourly_prices: Mapping[str, float] = field(default_factory=dict)
+    # Clusters create_cluster may launch in one try when EMR ends one before it is ready for a
+    # reason a new cluster may not meet (fruitflow_pipeline.launch): the first and one replacement.
+    launch_attempts: int = 2
+    # How long create_cluster waits for a cluster to be ready: provisioning and the bootstrap's
+    # install take minutes; a cluster not ready after this is terminated and the run fails.
+    ready_timeout_minutes: int = 45
 
 
 @dataclass(frozen=True)
@@ -310,6 +316,8 @@ class Settings:
                 python=text("EMR_PYTHON", emr.python),
                 wheelhouse_uri=wheelhouse_uri,
                 hourly_prices=hourly_prices,
+                launch_attempts=number("EMR_LAUNCH_ATTEMPTS", emr.launch_attempts),
+                ready_timeout_minutes=number("EMR_READY_TIMEOUT_MINUTES", emr.ready_timeout_minutes),
             ),
             local=LocalSettings(
                 spark_master=text("SPARK_MASTER", local.spark_master),
