@@ -321,6 +321,7 @@ with DAG(
             task_id="add_steps",
             job_flow_id=create_cluster.output,
             steps=plan["emr_steps"],
+            execution_role_arn=SETTINGS.emr.step_role or None,
             aws_conn_id=SETTINGS.aws_conn_id,
             retries=0,  # a retried add would queue the steps twice
             deferrable=False,  # deferred, it would wait for all the steps; the watchers wait for each

@@ -101,13 +101,14 @@ def job_flow_spec(
     if emr.subnet_id:
         instances["Ec2SubnetId"] = emr.subnet_id
     tags = {
+        **emr.tags,  # the deployment's own tags first: the run's below replace any with the same key
         **TAGS,
         "fruitflow-run": run.key,
         "fruitflow-code": run.code_version,
         DAG_RUN_TAG: dag_run_tag(dag_run_id),
         EXECUTORS_TAG: executors.describe(),
     }
-    return {
+    spec = {
         "Name": f"{NAME_PREFIX}{run.key}",
         "ReleaseLabel": shape.release_label,
         "Applications": [{"Name": "Spark"}],
@@ -136,6 +137,9 @@ def job_flow_spec(
         "VisibleToAllUsers": True,
         "Tags": [{"Key": key, "Value": value} for key, value in tags.items()],
     }
+    if emr.security_configuration:
+        spec["SecurityConfiguration"] = emr.security_configuration
+    return spec
 
 
 def _clusters_tagged_with(emr_client, dag_run_id: str, **filters) -> list[str]:

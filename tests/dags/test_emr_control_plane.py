@@ -746,3 +746,35 @@ def test_a_deferred_create_cluster_waits_in_the_triggerer_and_relaunches_after_a
     (first,) = failures.failed
     assert len(waited_for) == 2 and waited_for[0] == first
     assert cluster_state(first) == "TERMINATED_WITH_ERRORS" and cluster_state(waited_for[1]) == "TERMINATED"
+
+
+STEP_ROLE = "arn:aws:iam::123456789012:role/fruitflow-steps"
+
+
+def guarded_emr_dag(load_dag, **settings: str):
+    """The DAG of a deployment in an account with guard rails: a security configuration, a runtime
+    role for the steps, the team's cost tags (one of which tries to replace a run's own tag)."""
+    return emr_dag_with_images(
+        load_dag,
+        emr_security_configuration="fruitflow-imdsv2",
+        emr_step_role=STEP_ROLE,
+        emr_tags='{"cost-center": "ml-42", "project": "not-fruitflow"}',
+        **settings,
+    )
+
+
+def test_the_guard_rails_reach_emr_and_the_deployment_tags_never_replace_the_runs_own(
+    load_dag, aws, airflow_db, monkeypatch, aws_calls
+):
+    emr_dag = guarded_emr_dag(load_dag)
+    FakeEmr(monkeypatch)
+
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == "success", task_states(run)
+    (request,) = calls_named(aws_calls, "RunJobFlow")
+    assert request["SecurityConfiguration"] == "fruitflow-imdsv2"
+    tags = {tag["Key"]: tag["Value"] for tag in request["Tags"]}
+    assert (tags["cost-center"], tags["project"], tags["fruitflow-run"]) == ("ml-42", "fruitflow", run_key_of(run))
+    (added,) = calls_named(aws_calls, "AddJobFlowSteps")
+    assert added["ExecutionRoleArn"] == STEP_ROLE
