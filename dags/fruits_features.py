@@ -43,6 +43,11 @@ the last safety net). `local` runs the same steps with spark-submit on this mach
 - **empty_run_folder / upload_code / create_cluster**: AWS access (the `aws_default` connection,
   IAM roles, bucket policy). `empty_run_folder` deletes what an earlier try of this run left in its
   folder, and refuses a folder that another DAG run owns.
+- **create_cluster**, with `ended ... before it was ready`: EMR ended the cluster while it started;
+  the log names EMR's code and message (`BOOTSTRAP_FAILURE`: the bootstrap's log is under
+  `node/<instance id>/bootstrap-actions/`; `VALIDATION_ERROR`: roles, subnet, request). A transient
+  reason (`INTERNAL_ERROR`, `INSTANCE_FLEET_TIMEOUT`) was relaunched, up to
+  FRUITFLOW_EMR_LAUNCH_ATTEMPTS clusters; `report.json`'s `clusters` lists each and how it ended.
 - **watch_featurize / watch_pca / watch_export_csv** (EMR) or **featurize / pca / export_csv** (local):
   the log says the step's state, EMR's reason and the S3 folder of the step's logs
   (`stdout.gz` has the job's error line and Python traceback, `stderr.gz` Spark's own log).

@@ -8,7 +8,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from airflow.providers.amazon.aws.links.emr import get_log_uri
+from airflow.providers.amazon.aws.links.emr import EmrClusterLink, EmrLogsLink, get_log_uri
 from airflow.providers.amazon.aws.operators.emr import EmrCreateJobFlowOperator
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.providers.amazon.aws.triggers.emr import EmrCreateJobFlowTrigger
@@ -139,14 +139,14 @@ class EmrRunClusterOperator(EmrCreateJobFlowOperator):
     """
 
     def __init__(self, *, max_launches: int, ready_timeout: timedelta, poll_seconds: float, **kwargs):
+        delay = max(1, round(poll_seconds))  # the provider's waiters and triggers take whole seconds
         super().__init__(
             wait_policy=WaitPolicy.WAIT_FOR_COMPLETION,
-            waiter_delay=max(1, round(poll_seconds)),
-            waiter_max_attempts=max(1, int(ready_timeout.total_seconds() // max(1, round(poll_seconds)))),
+            waiter_delay=delay,
+            waiter_max_attempts=max(1, int(ready_timeout.total_seconds() // delay)),
             **kwargs,
         )
         self.max_launches = max_launches
-        self.poll_seconds = poll_seconds
 
     def execute(self, context) -> str:
         tags = {tag["Key"]: tag["Value"] for tag in self.job_flow_overrides.get("Tags", [])}
@@ -163,6 +163,10 @@ class EmrRunClusterOperator(EmrCreateJobFlowOperator):
         launched = [*launched, self._job_flow_id]
         context["ti"].xcom_push(LAUNCHED_XCOM_KEY, launched)
         self.log.info("cluster %s created (%d of at most %d)", self._job_flow_id, len(launched), self.max_launches)
+        link = {"context": context, "operator": self, "region_name": self.hook.conn_region_name,
+                "aws_partition": self.hook.conn_partition, "job_flow_id": self._job_flow_id}  # fmt: skip
+        EmrClusterLink.persist(**link)  # the links of the task's page, as the provider's operator keeps them
+        EmrLogsLink.persist(**link, log_uri=get_log_uri(emr_client=self.hook.conn, job_flow_id=self._job_flow_id))
         if self.deferrable:
             self.defer(
                 trigger=EmrCreateJobFlowTrigger(
@@ -181,7 +185,7 @@ class EmrRunClusterOperator(EmrCreateJobFlowOperator):
         try:
             self.hook.get_waiter(WAITER_POLICY_NAME_MAPPING[WaitPolicy.WAIT_FOR_COMPLETION]).wait(
                 ClusterId=self._job_flow_id,
-                WaiterConfig={"Delay": self.poll_seconds, "MaxAttempts": self.waiter_max_attempts},
+                WaiterConfig={"Delay": self.waiter_delay, "MaxAttempts": self.waiter_max_attempts},
             )
         except WaiterError:
             pass  # ended, or not ready in time: the cluster's state and reason decide what follows
@@ -193,7 +197,8 @@ class EmrRunClusterOperator(EmrCreateJobFlowOperator):
         return self.ready_or_relaunch(context, list(launched))
 
     def ready_or_relaunch(self, context, launched: list[str]) -> str:
-        cluster = self.hook.conn.describe_cluster(ClusterId=launched[-1])["Cluster"]
+        self._job_flow_id = launched[-1]  # on_kill terminates it, also after a deferral
+        cluster = self.hook.conn.describe_cluster(ClusterId=self._job_flow_id)["Cluster"]
         outcome = launch_outcome(cluster, len(launched), self.max_launches)
         if outcome.state in READY_STATES:
             self.log.info(outcome.explanation)
