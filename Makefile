@@ -82,10 +82,11 @@ bench: $(VENV)/.test-installed check-java
 
 # The EMR target rehearsed on this machine: moto plays AWS, the rehearsal cluster runs the steps on
 # local Spark (README, "EMR rehearsal"). Same settings as the demo, and REHEARSE_BOOTSTRAP=1 to run
-# the bootstrap for real (WHEELHOUSE=build/wheelhouse: from the wheels `make wheelhouse` downloaded).
+# the bootstrap for real (WHEELHOUSE=build/wheelhouse: from the wheels `make wheelhouse` downloaded),
+# REHEARSE_LAUNCH_FAILURES=<n> to fail the first n clusters' launches with a transient reason.
 rehearse: $(VENV)/.test-installed check-java
 	@IMAGES="$(IMAGES)" COUNT="$(COUNT)" WEIGHTS="$(WEIGHTS)" ENGINE="$(ENGINE)" CONF='$(CONF)' \
-		REHEARSE_BOOTSTRAP="$(REHEARSE_BOOTSTRAP)" WHEELHOUSE="$(if $(filter command line,$(origin WHEELHOUSE)),$(WHEELHOUSE))" $(BIN)/python -m rehearsal
+		REHEARSE_BOOTSTRAP="$(REHEARSE_BOOTSTRAP)" REHEARSE_LAUNCH_FAILURES="$(REHEARSE_LAUNCH_FAILURES)" WHEELHOUSE="$(if $(filter command line,$(origin WHEELHOUSE)),$(WHEELHOUSE))" $(BIN)/python -m rehearsal
 
 # What a run would do with the current FRUITFLOW_* settings and a trigger's conf (CONF), without AWS.
 plan: $(VENV)/.runtime-installed

@@ -47,6 +47,11 @@ on-call people as an alert (README, "On call").
 - **empty_run_folder / upload_code / create_cluster**: AWS access (the `aws_default` connection,
   IAM roles, bucket policy). `empty_run_folder` deletes what an earlier try of this run left in its
   folder, and refuses a folder that another DAG run owns.
+- **create_cluster**, with `ended ... before it was ready`: EMR ended the cluster while it started;
+  the log names EMR's code and message (`BOOTSTRAP_FAILURE`: the bootstrap's log is under
+  `node/<instance id>/bootstrap-actions/`; `VALIDATION_ERROR`: roles, subnet, request). A transient
+  reason (`INTERNAL_ERROR`, `INSTANCE_FLEET_TIMEOUT`) was relaunched, up to
+  FRUITFLOW_EMR_LAUNCH_ATTEMPTS clusters; `report.json`'s `clusters` lists each and how it ended.
 - **watch_featurize / watch_pca / watch_export_csv** (EMR) or **featurize / pca / export_csv** (local):
   the log says the step's state, the job's own error line and the end of its Python traceback
   (read from the step's `stdout.gz`, waiting up to FRUITFLOW_EMR_STEP_LOG_WAIT_SECONDS for EMR
@@ -87,10 +92,10 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from fruitflow_pipeline.alerts import NightAlerts, late_night_deadline
 from fruitflow_pipeline.cluster import job_flow_spec
-from fruitflow_pipeline.cluster_usage import cluster_usage_for_report
+from fruitflow_pipeline.cluster_usage import launch_entry, run_clusters_for_report
 from fruitflow_pipeline.code_bundle import build_bundle, code_version
 from fruitflow_pipeline.nightly import RunInputs, asset_extra, read_latest, record_good_run, run_inputs
-from fruitflow_pipeline.oncall import clusters_of, on_call_facts
+from fruitflow_pipeline.oncall import on_call_facts
 from fruitflow_pipeline.operators import (
     FAILURE_XCOM_KEY,
     STEP_LOGS_XCOM_KEY,
@@ -241,11 +246,12 @@ def remove_old_runs(run: dict, ti=None) -> dict:
 
 @task(outlets=[FEATURES_EVENTS])
 def write_report(
-    run: dict, checks_task_id: str, cluster_task_id: str | None = None, ti=None, outlet_events=None
+    run: dict, checks_task_id: str, cluster_task_id: str | None = None, ti=None, dag_run=None, outlet_events=None
 ) -> str:
     """report.json for this run, succeeded or failed: every task's state, the first failure and
     its error, what the steps counted so far, and the cluster: its phases, instance time and,
-    with FRUITFLOW_EMR_HOURLY_PRICES, an estimated cost. When the outputs passed their checks,
+    with FRUITFLOW_EMR_HOURLY_PRICES, an estimated cost; and every cluster the run started
+    (a launch that failed and its replacement) with how each ended. When the outputs passed their checks,
     the features asset event, with the same counts and cluster time. A teardown: it runs at the
     end of every run that got past validate_params, and its own failure leaves the run's outcome alone."""
     pipeline_run, store = PipelineRun.from_xcom(run), storage()
@@ -259,8 +265,13 @@ def write_report(
     }
     outputs = ti.xcom_pull(task_ids=checks_task_id, key=OUTPUTS_XCOM_KEY)
     cluster_id = ti.xcom_pull(task_ids=cluster_task_id) if cluster_task_id else None
-    emr = EmrHook(aws_conn_id=SETTINGS.aws_conn_id).conn if cluster_id else None
-    usage = cluster_usage_for_report(emr, cluster_id, SETTINGS.emr.hourly_prices, datetime.now(UTC)) if emr else None
+    launched = []  # every cluster the run started, the one that ran the steps among them
+    if cluster_task_id and ordered[cluster_task_id] in ("success", "failed"):
+        emr = EmrHook(aws_conn_id=SETTINGS.aws_conn_id).conn
+        prices, now = SETTINGS.emr.hourly_prices, datetime.now(UTC)
+        launched = run_clusters_for_report(emr, ti.run_id, dag_run.start_date, prices, now)
+    usage = next((cluster for cluster in launched if cluster["id"] == cluster_id), None)
+    clusters = [launch_entry(cluster) for cluster in launched]
     report = run_report(
         pipeline_run,
         SETTINGS.target.value,
@@ -270,6 +281,7 @@ def write_report(
         steps={} if outputs else steps_so_far(pipeline_run, store),
         cluster_id=cluster_id,
         cluster_usage=usage,
+        clusters=clusters,
         # Teardowns whose failure leaves the run's outcome alone (write_report); terminate_cluster's fails it.
         teardowns={task.task_id for task in tasks if task.is_teardown and not task.on_failure_fail_dagrun},
         unchanged_since=ti.xcom_pull(task_ids="find_changes", key=UNCHANGED_XCOM_KEY),
@@ -280,13 +292,12 @@ def write_report(
     report |= on_call_facts(
         report,
         ti.xcom_pull(task_ids=report["failed_task"], key=STEP_LOGS_XCOM_KEY) if report["failed_task"] else None,
-        clusters_of(emr, ti.run_id, pipeline_run.key) if emr else None,
     )
     store.write_text(pipeline_run.report_uri, json.dumps(report, indent=2))
     store.write_text(pipeline_run.report_html_uri, report_html_for(report, pipeline_run, store))
     NIGHT_ALERTS.after_report(report, pipeline_run.report_html_uri)
     if ordered[checks_task_id] == "success":
-        extra = asset_extra(pipeline_run, outputs, usage)
+        extra = asset_extra(pipeline_run, outputs, usage, clusters)
         outlet_events[FEATURES_EVENTS].add(FEATURES_ASSET, extra=extra)
         print(f"{FEATURES_ASSET.name} event: {json.dumps(extra)}")
     return pipeline_run.report_uri
@@ -326,11 +337,16 @@ with DAG(
             job_flow_overrides=plan["cluster_request"],
             aws_conn_id=SETTINGS.aws_conn_id,
             emr_conn_id=None,
+            max_launches=SETTINGS.emr.launch_attempts,
+            ready_timeout=timedelta(minutes=SETTINGS.emr.ready_timeout_minutes),
+            poll_seconds=SETTINGS.poke_interval_seconds,
+            deferrable=DEFER_WAITS,
         )
         add_steps = EmrAddStepsOperator(
             task_id="add_steps",
             job_flow_id=create_cluster.output,
             steps=plan["emr_steps"],
+            execution_role_arn=SETTINGS.emr.step_role or None,
             aws_conn_id=SETTINGS.aws_conn_id,
             retries=0,  # a retried add would queue the steps twice
             deferrable=False,  # deferred, it would wait for all the steps; the watchers wait for each

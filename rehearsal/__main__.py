@@ -14,6 +14,8 @@ the rehearsal cluster executes each step it adds. Settings, as for `make demo`:
              '{"max_error_share": 0.2}' or '{"core_instance_count": 3}'; checked like the trigger form
     REHEARSE_BOOTSTRAP=1  run the bootstrap action for real into a throwaway venv (minutes: it
              installs the cluster's requirements) instead of only checking that it resolves
+    REHEARSE_LAUNCH_FAILURES=<n>  the first n clusters end TERMINATED_WITH_ERRORS while starting with
+             a transient reason (INTERNAL_ERROR): the DAG launches a replacement (FRUITFLOW_EMR_LAUNCH_ATTEMPTS)
     WHEELHOUSE  with it, a folder `make wheelhouse` filled: uploaded to the bucket and given to the
              cluster as FRUITFLOW_EMR_WHEELHOUSE_URI, so the bootstrap installs with --no-index
     DATA_DIR where sample images go, and the bucket's local copy (<DATA_DIR>/rehearsal/<bucket>/)
@@ -79,7 +81,17 @@ def bucket_deployment(data_dir: Path) -> Deployment:
     }
 
 
+def launch_failures_from(raw: str) -> int:
+    """REHEARSE_LAUNCH_FAILURES: how many clusters fail to launch; unset or empty, none."""
+    if not raw.strip():
+        return 0
+    if not (raw.strip().isascii() and raw.strip().isdigit()):
+        raise SystemExit(f"REHEARSE_LAUNCH_FAILURES={raw!r} must be a whole number (0 or more)")
+    return int(raw)
+
+
 def main() -> int:
+    launch_failures = launch_failures_from(os.environ.get("REHEARSE_LAUNCH_FAILURES", ""))
     data_dir, inputs = read_inputs(bucket_deployment)
     images, weights, engine = inputs.images, inputs.weights, inputs.engine
     os.environ.update(CREDENTIALS)  # for this process's own clients: the moto server takes any
@@ -125,7 +137,9 @@ def main() -> int:
         if kept_models:
             print(f"model cache: {kept_models} file(s) kept from the last rehearsal in s3://{BUCKET}/results/_models")
         run_bootstrap = os.environ.get("REHEARSE_BOOTSTRAP") == "1"
-        with RehearsalCluster(endpoint, mirror_root, run_bootstrap=run_bootstrap) as cluster:
+        with RehearsalCluster(
+            endpoint, mirror_root, run_bootstrap=run_bootstrap, launch_failures=launch_failures
+        ) as cluster:
             environment = emr_environment(airflow_home, endpoint, wheelhouse_uri) | deployment
             code = run_dag(environment, logical_date.isoformat(), {"engine": engine, **inputs.conf}, log_path)
             cluster.pull()  # what the DAG wrote after the last step (report.json, latest.json) too

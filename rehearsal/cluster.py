@@ -14,11 +14,14 @@ Steps end as EMR reports them: COMPLETED on exit 0; otherwise FAILED with Failur
 the driver's last error line and the log file, and the steps after it CANCELLED (CANCEL_AND_WAIT)
 or the cluster terminated (TERMINATE_CLUSTER). Each step's controller, stdout and stderr go
 gzipped under the cluster's LogUri in EMR's layout (``<log uri>/<cluster id>/steps/<step id>/``).
-When the cluster starts (with its first step: a real one is still starting then), its bootstrap
-actions are checked to resolve: the script, the S3 URIs among its arguments and the files it
-copies from them exist; a cluster whose bootstrap cannot resolve ends TERMINATED_WITH_ERRORS
+When the cluster starts (after ``startup_seconds``, or with a first step that comes sooner), its
+bootstrap actions are checked to resolve: the script, the S3 URIs among its arguments and the files
+it copies from them exist; a cluster whose bootstrap cannot resolve ends TERMINATED_WITH_ERRORS
 (BOOTSTRAP_FAILURE) with its steps cancelled, as on EMR. With ``run_bootstrap`` the actions also
-run for real, into a throwaway venv.
+run for real, into a throwaway venv. With ``launch_failures=n`` the first n clusters end
+TERMINATED_WITH_ERRORS while starting with a transient reason (INTERNAL_ERROR, as EMR reports
+insufficient capacity), as a night whose first launch meets no capacity. DescribeCluster reports
+each reason's code, which moto leaves out.
 
 This is a rehearsal, not EMR: no YARN, IAM, network, instance capacity or EMRFS (README,
 "EMR rehearsal").
@@ -52,6 +55,8 @@ log = logging.getLogger("fruitflow.rehearsal")
 
 LOCAL_MASTER = "local[*]"
 BOOTSTRAP_FAILURE = "BOOTSTRAP_FAILURE"  # the StateChangeReason code of a cluster whose bootstrap failed
+LAUNCH_FAILURE = "INTERNAL_ERROR"  # the code of EMR's capacity errors (fruitflow_pipeline.launch cites the page)
+LAUNCH_FAILURE_MESSAGE = "rehearsed launch failure (REHEARSE_LAUNCH_FAILURES): no EC2 capacity in the zone"
 # The one node that plays the primary and every core node: its bootstrap runs as the primary's (the
 # full package set), since the steps' driver and executors share one Python here.
 BOOTSTRAP_NODE = "i-rehearsal"
@@ -180,6 +185,7 @@ class RehearsalCluster:
         spark_submit: str = "",
         run_bootstrap: bool = False,
         startup_seconds: float = 10.0,
+        launch_failures: int = 0,
     ):
         from fruitflow_pipeline.steps import default_spark_submit
 
@@ -189,6 +195,7 @@ class RehearsalCluster:
         self.spark_submit = spark_submit or default_spark_submit()
         self.run_bootstrap = run_bootstrap
         self.startup_seconds = startup_seconds
+        self.launch_failures = launch_failures
         self.mirrors: dict[str, BucketMirror] = {}
         self.queues: defaultdict[str, queue.Queue] = defaultdict(queue.Queue)
         self.threads: list[threading.Thread] = []
@@ -208,10 +215,11 @@ class RehearsalCluster:
         from moto.emr.exceptions import ValidationException
 
         rehearsal = self
-        add_steps, terminate, run_job_flow = (
+        add_steps, terminate, run_job_flow, status = (
             models.Cluster.add_steps,
             models.Cluster.terminate,
             models.ElasticMapReduceBackend.run_job_flow,
+            models.Cluster.status,
         )
 
         def steps_added(cluster, steps):
@@ -239,7 +247,14 @@ class RehearsalCluster:
             rehearsal.start(cluster)
             return cluster
 
+        def status_with_code(cluster):
+            answer = status.fget(cluster)
+            if code := getattr(cluster, "reason_code", None):
+                answer["StateChangeReason"]["Code"] = code
+            return answer
+
         self._patches = [
+            mock.patch.object(models.Cluster, "status", property(status_with_code)),
             mock.patch.object(models.Cluster, "add_steps", steps_added),
             mock.patch.object(models.Cluster, "terminate", terminating),
             mock.patch.object(models.ElasticMapReduceBackend, "run_job_flow", cluster_created),
@@ -335,8 +350,8 @@ class RehearsalCluster:
             process.kill()
 
     def run_cluster(self, cluster, work: queue.Queue) -> None:
-        # A real cluster takes minutes to start: the steps a DAG adds right after creating it are
-        # queued before its bootstrap ends. The rehearsal's starts with the first step, or after a while.
+        # A real cluster takes minutes to start, and the DAG adds its steps once it is ready. The
+        # rehearsal's starts after a while, or with a first step that comes sooner (added with RunJobFlow).
         try:
             step = work.get(timeout=self.startup_seconds)
         except queue.Empty:
@@ -354,6 +369,11 @@ class RehearsalCluster:
 
     def start_cluster(self, cluster) -> None:
         """Bootstrap the cluster: check that its actions resolve, and run them when rehearsed."""
+        with self.lock:
+            fails_to_launch, self.launch_failures = self.launch_failures > 0, max(0, self.launch_failures - 1)
+        if fails_to_launch:
+            fail_cluster(cluster, LAUNCH_FAILURE_MESSAGE, code=LAUNCH_FAILURE)
+            return
         try:
             if problems := self.bootstrap_problems(cluster):
                 fail_cluster(cluster, "; ".join(problems))
@@ -483,11 +503,12 @@ class RehearsalCluster:
         return uri
 
 
-def fail_cluster(cluster, message: str) -> None:
-    """End a moto cluster as EMR ends one whose bootstrap failed; its pending steps are cancelled."""
-    log.error("cluster %s: %s", cluster.id, message)
+def fail_cluster(cluster, message: str, code: str = BOOTSTRAP_FAILURE) -> None:
+    """End a moto cluster as EMR ends one that failed to start (by default, its bootstrap failed)
+    with the reason ``code`` and ``message``; its pending steps are cancelled."""
+    log.error("cluster %s: %s: %s", cluster.id, code, message)
     cluster.state = "TERMINATED_WITH_ERRORS"
-    cluster.last_state_change_reason = f"{BOOTSTRAP_FAILURE}: {message}"
+    cluster.last_state_change_reason, cluster.reason_code = message, code
     cluster.end_datetime = datetime.now(UTC)
     for step in cluster.steps:
         if step.state == "PENDING":

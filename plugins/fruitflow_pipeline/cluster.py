@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from fruitflow_pipeline.run import PipelineRun, join_uri
 from fruitflow_pipeline.settings import EmrSettings
@@ -99,13 +100,14 @@ def job_flow_spec(
     if emr.subnet_id:
         instances["Ec2SubnetId"] = emr.subnet_id
     tags = {
+        **emr.tags,  # the deployment's own tags first: the run's below replace any with the same key
         **TAGS,
         "fruitflow-run": run.key,
         "fruitflow-code": run.code_version,
         DAG_RUN_TAG: dag_run_tag(dag_run_id),
         EXECUTORS_TAG: executors.describe(),
     }
-    return {
+    spec = {
         "Name": f"{NAME_PREFIX}{run.key}",
         "ReleaseLabel": shape.release_label,
         "Applications": [{"Name": "Spark"}],
@@ -134,18 +136,31 @@ def job_flow_spec(
         "VisibleToAllUsers": True,
         "Tags": [{"Key": key, "Value": value} for key, value in tags.items()],
     }
+    if emr.security_configuration:
+        spec["SecurityConfiguration"] = emr.security_configuration
+    return spec
+
+
+def _clusters_tagged_with(emr_client, dag_run_id: str, **filters) -> list[str]:
+    """Ids of the clusters of ListClusters(``filters``) that DAG run ``dag_run_id`` created, oldest first."""
+    tag = {"Key": DAG_RUN_TAG, "Value": dag_run_tag(dag_run_id)}
+    pages = emr_client.get_paginator("list_clusters").paginate(**filters)
+    candidates = [c for page in pages for c in page["Clusters"] if c["Name"].startswith(NAME_PREFIX)]
+    candidates.sort(key=lambda c: c["Status"]["Timeline"]["CreationDateTime"])
+    return [
+        c["Id"] for c in candidates if tag in emr_client.describe_cluster(ClusterId=c["Id"])["Cluster"].get("Tags", [])
+    ]
 
 
 def live_clusters_of(emr_client, dag_run_id: str) -> list[str]:
     """Ids of the clusters not yet terminating that DAG run ``dag_run_id`` created."""
-    tag = {"Key": DAG_RUN_TAG, "Value": dag_run_tag(dag_run_id)}
-    pages = emr_client.get_paginator("list_clusters").paginate(ClusterStates=LIVE_STATES)
-    candidates = [c["Id"] for page in pages for c in page["Clusters"] if c["Name"].startswith(NAME_PREFIX)]
-    return [
-        cluster_id
-        for cluster_id in candidates
-        if tag in emr_client.describe_cluster(ClusterId=cluster_id)["Cluster"].get("Tags", [])
-    ]
+    return _clusters_tagged_with(emr_client, dag_run_id, ClusterStates=LIVE_STATES)
+
+
+def clusters_of_run(emr_client, dag_run_id: str, created_after: datetime) -> list[str]:
+    """Ids of every cluster, live or ended, that DAG run ``dag_run_id`` created after ``created_after``,
+    oldest first: replacements of failed launches and a retried create's first cluster included."""
+    return _clusters_tagged_with(emr_client, dag_run_id, CreatedAfter=created_after)
 
 
 def terminate_clusters_of(emr_client, dag_run_id: str) -> list[str]:

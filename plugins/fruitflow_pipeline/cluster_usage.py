@@ -75,6 +75,7 @@ def usage_summary(
     return {
         "id": cluster["Id"],
         "state": cluster["Status"]["State"],
+        "state_reason_code": cluster["Status"].get("StateChangeReason", {}).get("Code"),
         "state_reason": cluster["Status"].get("StateChangeReason", {}).get("Message"),
         "phases_seconds": phases(cluster, instances, steps),
         "instance_seconds": seconds_by_kind,
@@ -127,3 +128,35 @@ def cluster_usage_for_report(emr_client, cluster_id: str, hourly_prices: Mapping
     for line in usage_lines(usage):
         print(line)
     return usage
+
+
+def launch_entry(usage: dict) -> dict:
+    """One cluster of the report's ``clusters``: how it ended, EMR's reason, its instance time and cost."""
+    if "error" in usage:
+        return usage
+    cost = usage["estimated_cost"]
+    return {
+        "id": usage["id"],
+        "state": usage["state"],
+        "reason_code": usage["state_reason_code"],
+        "reason": usage["state_reason"],
+        "instance_seconds": usage["instance_seconds"],
+        "estimated_cost": cost["total"] if cost else None,
+    }
+
+
+def run_clusters_for_report(
+    emr_client, dag_run_id: str, created_after: datetime, hourly_prices: Mapping[str, float], now: datetime
+) -> list[dict]:
+    """``cluster_usage_for_report`` of every cluster the DAG run started, oldest first (a launch that
+    failed is billed too); empty, with the reason printed, when EMR could not be asked."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from fruitflow_pipeline.cluster import clusters_of_run
+
+    try:
+        cluster_ids = clusters_of_run(emr_client, dag_run_id, created_after)
+    except (BotoCoreError, ClientError) as problem:
+        print(f"the clusters of DAG run {dag_run_id} could not be listed from EMR: {problem}")
+        return []
+    return [cluster_usage_for_report(emr_client, cluster_id, hourly_prices, now) for cluster_id in cluster_ids]

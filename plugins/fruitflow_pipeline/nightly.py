@@ -153,10 +153,10 @@ def record_good_run(storage: Storage, run: PipelineRun, inputs: RunInputs) -> La
     return latest
 
 
-def asset_extra(run: PipelineRun, summary: dict, cluster_usage: dict | None) -> dict:
+def asset_extra(run: PipelineRun, summary: dict, cluster_usage: dict | None, clusters: list[dict] = ()) -> dict:
     """What a features asset event tells the DAGs it triggers: where the outputs are, k, the
     counts, each step's seconds and, on EMR, the cluster's phases, instance time and cost
-    (``cluster_usage``, as in report.json)."""
+    (``cluster_usage``, as in report.json) and every cluster the run started (``clusters``)."""
     counts = summary["counts"]
     return {
         "run": run.key,
@@ -166,4 +166,5 @@ def asset_extra(run: PipelineRun, summary: dict, cluster_usage: dict | None) -> 
         **{name: counts[name] for name in ("images", "new", "changed", "removed", "reused", "errors")},
         "seconds": summary["seconds"],
         **({"cluster": cluster_usage} if cluster_usage is not None else {}),
+        **({"clusters": list(clusters)} if clusters else {}),
     }

@@ -1,10 +1,9 @@
 """What the on-call engineer reads first, for report.json, report.html and the alerts: the one-line
 reason a run failed (a failed step's own error line), what to do about its failed task (the short form
-of the runbook in the DAG's docs, "When it fails"), and every cluster the run started and how it ended."""
+of the runbook in the DAG's docs, "When it fails"). Every cluster the run started is report.json's
+``clusters`` (cluster_usage.run_clusters_for_report)."""
 
 from __future__ import annotations
-
-from fruitflow_pipeline.cluster import DAG_RUN_TAG, NAME_PREFIX, dag_run_tag
 
 TERMINATE_TASK = "terminate_cluster"
 # The runbook's advice for each task that can fail, in one line; the DAG's doc_md has the long form.
@@ -42,28 +41,9 @@ def first_line(text: str | None, limit: int = 300) -> str | None:
     return lines[0][:limit] if lines else None
 
 
-def clusters_of(emr_client, dag_run_id: str, run_key: str) -> list[dict]:
-    """Every cluster DAG run ``dag_run_id`` started for run ``run_key``, whatever its state, oldest
-    first: its id, state and EMR's reason for that state. Only clusters of the run's name are described."""
-    tag = {"Key": DAG_RUN_TAG, "Value": dag_run_tag(dag_run_id)}
-    pages = emr_client.get_paginator("list_clusters").paginate()
-    name = f"{NAME_PREFIX}{run_key}"  # cluster.job_flow_spec's
-    listed = [cluster for page in pages for cluster in page["Clusters"] if cluster["Name"] == name]
-    found = []
-    for summary in listed:
-        cluster = emr_client.describe_cluster(ClusterId=summary["Id"])["Cluster"]
-        if tag in cluster.get("Tags", []):
-            reason = cluster["Status"].get("StateChangeReason") or {}
-            said = ": ".join(filter(None, [reason.get("Code"), reason.get("Message")]))
-            created = cluster["Status"].get("Timeline", {}).get("CreationDateTime")
-            found.append({"id": cluster["Id"], "state": cluster["Status"]["State"], "reason": said, "_at": created})
-    found.sort(key=lambda cluster: (cluster["_at"] is None, cluster["_at"] or 0, cluster["id"]))
-    return [{key: value for key, value in cluster.items() if key != "_at"} for cluster in found]
-
-
-def on_call_facts(report: dict, step_logs: dict | None, clusters: list[dict] | None) -> dict:
-    """What report.json adds for the on-call engineer, from the report itself, the failed step's
-    logs (operators.STEP_LOGS_XCOM_KEY's XCom, when a step failed) and the run's clusters (EMR)."""
+def on_call_facts(report: dict, step_logs: dict | None) -> dict:
+    """What report.json adds for the on-call engineer, from the report itself and the failed step's
+    logs (operators.STEP_LOGS_XCOM_KEY's XCom, when a step failed)."""
     failed_task = report.get("failed_task")
     facts = {
         "error_line": (step_logs or {}).get("error_line") or first_line(report.get("error")),
@@ -71,6 +51,4 @@ def on_call_facts(report: dict, step_logs: dict | None, clusters: list[dict] | N
     }
     if step_logs:
         facts["step_logs"] = step_logs["folder"]
-    if clusters is not None:
-        facts["clusters"] = clusters
     return facts

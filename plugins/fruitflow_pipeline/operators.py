@@ -5,17 +5,22 @@ failure callback that keeps each failed task's error for the run's report."""
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-from airflow.providers.amazon.aws.links.emr import get_log_uri
+from airflow.providers.amazon.aws.links.emr import EmrClusterLink, EmrLogsLink, get_log_uri
 from airflow.providers.amazon.aws.operators.emr import EmrCreateJobFlowOperator
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
+from airflow.providers.amazon.aws.triggers.emr import EmrCreateJobFlowTrigger
+from airflow.providers.amazon.aws.utils.waiter import WAITER_POLICY_NAME_MAPPING, WaitPolicy
 from airflow.providers.standard.hooks.subprocess import SubprocessHook
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from botocore.exceptions import WaiterError
 
 from fruitflow_pipeline.cluster import EXECUTORS_TAG, terminate_clusters_of
+from fruitflow_pipeline.launch import READY_STATES, launch_outcome
 from fruitflow_pipeline.run import PipelineRun
 from fruitflow_pipeline.settings import LocalSettings
 from fruitflow_pipeline.step_logs import StepLogs, wait_for_step_logs
@@ -24,6 +29,8 @@ from fruitflow_pipeline.steps import local_command, step_named
 FAILURE_XCOM_KEY = "failure"
 STEP_LOGS_XCOM_KEY = "step_logs"  # a failed step's StepLogs, for the report and the alert
 STEP_LOG_POLL_SECONDS = 10.0
+# create_cluster's clusters of this try, oldest first: its count of launches, kept across a deferral.
+LAUNCHED_XCOM_KEY = "launched_clusters"
 
 
 def record_failure(context) -> None:
@@ -166,17 +173,86 @@ class EmrStepWatcher(EmrStepSensor):
 
 
 class EmrRunClusterOperator(EmrCreateJobFlowOperator):
-    """EmrCreateJobFlowOperator that leaves a DAG run at most one cluster.
+    """EmrCreateJobFlowOperator that hands on a ready cluster, relaunches one that a transient
+    reason ended before it was ready, and leaves a DAG run at most one live cluster.
 
     A create retried after a lost response (EMR accepted the first request) or a cleared
     and rerun DAG run would otherwise start a second cluster: this one first terminates the
-    live clusters tagged with this DAG run, then creates the new one.
+    live clusters tagged with this DAG run, then creates the new one. It then waits, with the
+    provider's ``job_flow_waiting`` waiter (or its trigger, deferred), until EMR says the cluster
+    is WAITING or RUNNING; a cluster that ends first is judged by ``launch_outcome``: relaunched,
+    up to ``max_launches`` clusters per try, or the task fails naming EMR's reason. The report
+    finds every cluster of the run by its tag (``clusters_of_run``).
     """
 
-    def execute(self, context) -> str | None:
+    def __init__(self, *, max_launches: int, ready_timeout: timedelta, poll_seconds: float, **kwargs):
+        delay = max(1, round(poll_seconds))  # the provider's waiters and triggers take whole seconds
+        super().__init__(
+            wait_policy=WaitPolicy.WAIT_FOR_COMPLETION,
+            waiter_delay=delay,
+            waiter_max_attempts=max(1, int(ready_timeout.total_seconds() // delay)),
+            **kwargs,
+        )
+        self.max_launches = max_launches
+
+    def execute(self, context) -> str:
         tags = {tag["Key"]: tag["Value"] for tag in self.job_flow_overrides.get("Tags", [])}
         self.log.info("executor plan: %s", tags.get(EXECUTORS_TAG))
         stale = terminate_clusters_of(self.hook.conn, context["run_id"])
         if stale:
             self.log.warning("terminated %s, started earlier by this DAG run, before creating its cluster", stale)
-        return super().execute(context)
+        return self.launch(context, [])
+
+    def launch(self, context, launched: list[str]) -> str:
+        """Create one more cluster and wait for it to be ready (deferred when the deployment defers)."""
+        response = self.hook.create_job_flow(self.job_flow_overrides)
+        self._job_flow_id = response["JobFlowId"]
+        launched = [*launched, self._job_flow_id]
+        context["ti"].xcom_push(LAUNCHED_XCOM_KEY, launched)
+        self.log.info("cluster %s created (%d of at most %d)", self._job_flow_id, len(launched), self.max_launches)
+        link = {"context": context, "operator": self, "region_name": self.hook.conn_region_name,
+                "aws_partition": self.hook.conn_partition, "job_flow_id": self._job_flow_id}  # fmt: skip
+        EmrClusterLink.persist(**link)  # the links of the task's page, as the provider's operator keeps them
+        EmrLogsLink.persist(**link, log_uri=get_log_uri(emr_client=self.hook.conn, job_flow_id=self._job_flow_id))
+        if self.deferrable:
+            self.defer(
+                trigger=EmrCreateJobFlowTrigger(
+                    job_flow_id=self._job_flow_id,
+                    aws_conn_id=self.aws_conn_id,
+                    region_name=self.region_name,
+                    verify=self.verify,
+                    botocore_config=self.botocore_config,
+                    waiter_delay=self.waiter_delay,
+                    waiter_max_attempts=self.waiter_max_attempts,
+                    waiter_name=WAITER_POLICY_NAME_MAPPING[WaitPolicy.WAIT_FOR_COMPLETION],
+                ),
+                method_name="execute_complete",
+                timeout=timedelta(seconds=self.waiter_max_attempts * self.waiter_delay + 60),
+            )
+        try:
+            self.hook.get_waiter(WAITER_POLICY_NAME_MAPPING[WaitPolicy.WAIT_FOR_COMPLETION]).wait(
+                ClusterId=self._job_flow_id,
+                WaiterConfig={"Delay": self.waiter_delay, "MaxAttempts": self.waiter_max_attempts},
+            )
+        except WaiterError:
+            pass  # ended, or not ready in time: the cluster's state and reason decide what follows
+        return self.ready_or_relaunch(context, launched)
+
+    def execute_complete(self, context, event: dict[str, Any] | None = None) -> str:
+        # The trigger's event says only whether the waiter succeeded; the cluster itself says why.
+        launched = context["ti"].xcom_pull(task_ids=self.task_id, key=LAUNCHED_XCOM_KEY)
+        return self.ready_or_relaunch(context, list(launched))
+
+    def ready_or_relaunch(self, context, launched: list[str]) -> str:
+        self._job_flow_id = launched[-1]  # on_kill terminates it, also after a deferral
+        cluster = self.hook.conn.describe_cluster(ClusterId=self._job_flow_id)["Cluster"]
+        outcome = launch_outcome(cluster, len(launched), self.max_launches)
+        if outcome.state in READY_STATES:
+            self.log.info(outcome.explanation)
+            return outcome.cluster_id
+        if outcome.state not in ("TERMINATED", "TERMINATED_WITH_ERRORS"):
+            self.hook.conn.terminate_job_flows(JobFlowIds=[outcome.cluster_id])
+        if not outcome.relaunch:
+            raise AirflowFailException(outcome.explanation)
+        self.log.warning(outcome.explanation)
+        return self.launch(context, launched)

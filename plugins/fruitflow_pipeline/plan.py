@@ -42,6 +42,21 @@ def deployment_warnings(settings: Settings, weights: str) -> list[str]:
     return warnings
 
 
+def guard_rail_lines(settings: Settings, request: dict) -> list[str]:
+    """The account's guard rails as this deployment meets them: security configuration, the steps'
+    runtime role, and the deployment's tags, with any the run's own tags replaced."""
+    emr, tags = settings.emr, {tag["Key"]: tag["Value"] for tag in request["Tags"]}
+    lines = [
+        f"Security configuration: {emr.security_configuration or 'none (FRUITFLOW_EMR_SECURITY_CONFIGURATION)'}",
+        f"Steps' runtime role: {emr.step_role or 'none, they run as the instance profile (FRUITFLOW_EMR_STEP_ROLE)'}",
+        f"Deployment tags: {json.dumps(dict(emr.tags)) if emr.tags else 'none (FRUITFLOW_EMR_TAGS)'}",
+    ]
+    replaced = sorted(key for key, value in emr.tags.items() if tags[key] != value)
+    if replaced:
+        lines.append(f"Warning: FRUITFLOW_EMR_TAGS sets {', '.join(replaced)}, which the run's own tags replace")
+    return lines
+
+
 def plan_for_conf(settings: Settings, conf: dict, moment: datetime) -> ValidatedRun:
     """The run a trigger with ``conf`` would plan, checked by the trigger form's schema and
     validate_params' rules; raises InvalidParams or ParamValidationError where a trigger would be refused."""
@@ -82,6 +97,7 @@ def render_plan(settings: Settings, conf: dict, moment: datetime) -> str:
         request = job_flow_spec(
             run, validated.cluster, settings.emr, f"manual__{moment.isoformat()}", validated.executors
         )
+        lines += ["", *guard_rail_lines(settings, request)]
         lines += ["", "RunJobFlow request:", json.dumps(request, indent=2)]
     else:
         lines += ["", "Steps (spark-submit on this machine, one after the other):"]

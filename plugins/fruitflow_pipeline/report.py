@@ -129,6 +129,7 @@ def run_report(
     steps: Mapping[str, dict],
     cluster_id: str | None = None,
     cluster_usage: dict | None = None,
+    clusters: list[dict] | None = None,
     teardowns: Collection[str] = (),
     unchanged_since: str | None = None,
     changes: list[str] | None = None,
@@ -145,6 +146,7 @@ def run_report(
     ``unchanged_since`` names the last good run when nothing changed since, so nothing ran;
     ``changes`` says otherwise why the run went ahead (find_changes' lines);
     ``cluster_usage`` the cluster's phases and instance time (cluster_usage.usage_summary), on EMR;
+    ``clusters`` every cluster the run started and how each ended (cluster_usage.launch_entry);
     ``retention`` what remove_old_runs deleted, when it ran; ``bytes_written`` the size of the
     run's folder before the report itself.
     """
@@ -168,6 +170,8 @@ def run_report(
     }
     if cluster_usage is not None:
         report["cluster"] = cluster_usage
+    if clusters:
+        report["clusters"] = list(clusters)
     if retention is not None:
         report["retention"] = retention
     if changes:

@@ -87,11 +87,17 @@ def _headline(report: dict) -> list[str]:
     clusters = report.get("clusters")
     if clusters:
         ended = [
-            f"{cluster['id']} {cluster['state']}" + (f" ({cluster['reason']})" if cluster.get("reason") else "")
+            f"{cluster['id']} {cluster.get('state', 'not readable from EMR')}"
+            + (f" ({reason})" if (reason := _emr_reason(cluster)) else "")
             for cluster in clusters
         ]
         parts.append(f"<p>Clusters this run started: {escape('; '.join(ended))}</p>")
     return parts
+
+
+def _emr_reason(cluster: dict) -> str:
+    """EMR's code and message for how a cluster of report.json's ``clusters`` ended."""
+    return ": ".join(filter(None, [cluster.get("reason_code"), cluster.get("reason") or cluster.get("error")]))
 
 
 def _outcome(report: dict) -> list[str]:
@@ -181,7 +187,23 @@ def _time_and_cost(report: dict) -> list[str]:
             parts.append(f"<p>Estimated cost: <b>{cost['total']:.2f}</b> (at FRUITFLOW_EMR_HOURLY_PRICES)</p>")
         elif cost:
             parts.append(f"<p>No cost estimate: no price for {escape(', '.join(cost['missing_prices']))}</p>")
-    return parts
+    return parts + _launches(report)
+
+
+def _launches(report: dict) -> list[str]:
+    """Every cluster the run started, and how each ended: a launch that failed is billed too."""
+    rows = [
+        (
+            cluster["id"],
+            cluster.get("state", "not readable from EMR"),
+            _emr_reason(cluster),
+            round(sum(cluster.get("instance_seconds", {}).values()) / 3600, 2),
+        )
+        for cluster in report.get("clusters", [])
+    ]
+    if not rows:
+        return []
+    return ["<h2>Clusters</h2>", _table(rows, ("cluster", "ended", "EMR's reason", "instance hours"))]
 
 
 def _storage(report: dict) -> list[str]:

@@ -188,6 +188,45 @@ class AlertSettings:
     on_success: bool = False  # a one-line summary of each good or unchanged night too
 
 
+# An IAM role's ARN (the pattern of EMR's and SageMaker's API references for role ARNs).
+ROLE_ARN = re.compile(r"arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-/]+")
+# EMR's tag limits: keys up to 128 characters, values up to 256, no "aws:" prefix (EMR API Reference, "Tag").
+TAG_KEY_CHARACTERS, TAG_VALUE_CHARACTERS = 128, 256
+
+
+def tags_from(raw: str) -> dict[str, str]:
+    """FRUITFLOW_EMR_TAGS: a JSON object of tag key to value, added to every cluster's own tags."""
+    problem = 'must be a JSON object of tag key to text value, e.g. {"cost-center": "ml-42"}'
+    try:
+        tags = json.loads(raw)
+    except ValueError:
+        raise SettingError(f"FRUITFLOW_EMR_TAGS {problem}") from None
+    if not isinstance(tags, dict) or not all(isinstance(value, str) for value in tags.values()):
+        raise SettingError(f"FRUITFLOW_EMR_TAGS {problem}")
+    for key, value in tags.items():
+        if not key or len(key) > TAG_KEY_CHARACTERS or key.lower().startswith("aws:"):
+            raise SettingError(
+                f"FRUITFLOW_EMR_TAGS: tag key {key!r} must be 1 to {TAG_KEY_CHARACTERS} characters, not starting aws:"
+            )
+        if len(value) > TAG_VALUE_CHARACTERS:
+            raise SettingError(f"FRUITFLOW_EMR_TAGS: the value of {key!r} is over {TAG_VALUE_CHARACTERS} characters")
+    return tags
+
+
+def step_role_problem(step_role: str, security_configuration: str) -> str | None:
+    """Why FRUITFLOW_EMR_STEP_ROLE cannot be used with these settings, or None when it can."""
+    if not ROLE_ARN.fullmatch(step_role):
+        return "must be an IAM role ARN (arn:aws:iam::<account>:role/<name>)"
+    if not security_configuration:
+        # EMR Management Guide, "Runtime roles for Amazon EMR steps": steps run under a runtime role
+        # only on a cluster whose security configuration enables it (AuthorizationConfiguration).
+        return (
+            "needs FRUITFLOW_EMR_SECURITY_CONFIGURATION: EMR accepts a runtime role only on a cluster "
+            "whose security configuration enables runtime roles"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class EmrSettings:
     release_label: str = "emr-7.10.0"  # Spark 3.5.5, Python 3.11: matches pyspark in requirements.txt
@@ -207,6 +246,15 @@ class EmrSettings:
     # How long a watcher waits for a failed step's stdout.gz to reach S3 (step_logs): one of EMR's
     # five-minute copies, and half a minute more.
     step_log_wait_seconds: float = 330.0
+    # Clusters create_cluster may launch in one try when EMR ends one before it is ready for a
+    # reason a new cluster may not meet (fruitflow_pipeline.launch): the first and one replacement.
+    launch_attempts: int = 2
+    # How long create_cluster waits for a cluster to be ready: provisioning and the bootstrap's
+    # install take minutes; a cluster not ready after this is terminated and the run fails.
+    ready_timeout_minutes: int = 45
+    security_configuration: str = ""  # the name of an EMR security configuration; empty: none
+    step_role: str = ""  # runtime role ARN the steps run under (AddJobFlowSteps' ExecutionRoleArn); empty: none
+    tags: Mapping[str, str] = field(default_factory=dict)  # added to the run's own tags, never replacing one
 
 
 @dataclass(frozen=True)
@@ -325,6 +373,9 @@ class Settings:
                 "(the folder `make wheelhouse` filled, uploaded)"
             )
         hourly_prices = hourly_prices_from(text("EMR_HOURLY_PRICES", "{}"))
+        security_configuration, step_role = text("EMR_SECURITY_CONFIGURATION"), text("EMR_STEP_ROLE")
+        if step_role and (problem := step_role_problem(step_role, security_configuration)):
+            raise SettingError(f"FRUITFLOW_EMR_STEP_ROLE={step_role!r} {problem}")
         poke_interval = number("POKE_INTERVAL_SECONDS", cls.poke_interval_seconds, float)
         allowed_uris = tuple(filter(None, (uri.strip() for uri in text("ALLOWED_URIS").split(","))))
         emr, local, retention = EmrSettings(), LocalSettings(), RetentionSettings()
@@ -352,6 +403,11 @@ class Settings:
                 wheelhouse_uri=wheelhouse_uri,
                 hourly_prices=hourly_prices,
                 step_log_wait_seconds=number("EMR_STEP_LOG_WAIT_SECONDS", emr.step_log_wait_seconds, float),
+                launch_attempts=number("EMR_LAUNCH_ATTEMPTS", emr.launch_attempts),
+                ready_timeout_minutes=number("EMR_READY_TIMEOUT_MINUTES", emr.ready_timeout_minutes),
+                security_configuration=security_configuration,
+                step_role=step_role,
+                tags=tags_from(text("EMR_TAGS", "{}")),
             ),
             local=LocalSettings(
                 spark_master=text("SPARK_MASTER", local.spark_master),

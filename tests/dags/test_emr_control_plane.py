@@ -688,9 +688,7 @@ def test_a_failed_step_night_sends_one_alert_with_the_jobs_error_line(
     report = read_json(f"results/{key}/report.json")
     assert (report["failed_task"], report["error_line"], report["step_logs"]) == ("watch_featurize", JOB_ERROR, folder)
     assert f"job error: {JOB_ERROR}" in report["error"]
-    assert report["clusters"] == [
-        {"id": cluster["Id"], "state": "TERMINATED", "reason": report["clusters"][0]["reason"]}
-    ]
+    assert [(c["id"], c["state"]) for c in report["clusters"]] == [(cluster["Id"], "TERMINATED")]
     assert "stdout.gz" in report["advice"]
     page = boto3.client("s3").get_object(Bucket=BUCKET, Key=f"results/{key}/report.html")["Body"].read().decode()
     assert f"Failed at watch_featurize: {JOB_ERROR}. What to do: read the job" in page
@@ -738,7 +736,7 @@ def test_a_denied_terminate_fails_the_run_and_alerts_with_the_cluster_first(
     report = read_json(f"results/{run_key_of(run)}/report.json")
     assert (report["status"], report["failed_task"]) == ("failed", "terminate_cluster")
     assert "AccessDeniedException" in report["error"]
-    assert report["clusters"] == [{"id": cluster["Id"], "state": cluster["Status"]["State"], "reason": ""}]
+    assert [(c["id"], c["state"]) for c in report["clusters"]] == [(cluster["Id"], cluster["Status"]["State"])]
 
     (alert,) = alerts_received()  # the cluster's alert; the outputs were good, so no other
     assert alert["Subject"] == f"fruitflow: EMR cluster {cluster['Id']} may still be running (terminate_cluster failed)"
@@ -814,3 +812,174 @@ def test_a_run_refused_before_its_report_still_alerts_from_the_dag_callback(load
     assert len(alert["Subject"]) == 99 and alert["Subject"].endswith("...")  # cut under SNS's limit
     assert "What to do: a param, the conf or an allowed location is wrong" in alert["Message"]
     assert "Report: none written (the run stopped before it)" in alert["Message"]
+
+
+class LaunchFailures:
+    """The first ``failing`` clusters end TERMINATED_WITH_ERRORS in bootstrap with EMR's reason
+    ``code``/``message`` (moto starts every cluster WAITING, and its reasons carry no code)."""
+
+    def __init__(self, monkeypatch, code: str, message: str, failing: int = 1):
+        from moto.emr import models
+
+        self.failed: list[str] = []
+        original_bootstrap, original_status = models.Cluster.run_bootstrap_actions, models.Cluster.status
+        failures = self
+
+        def run_bootstrap_actions(cluster):
+            if len(failures.failed) >= failing:
+                return original_bootstrap(cluster)
+            failures.failed.append(cluster.id)
+            cluster.state = "TERMINATED_WITH_ERRORS"
+            cluster.end_datetime = cluster.creation_datetime
+            cluster.last_state_change_reason = message
+            cluster.fruitflow_reason_code = code
+
+        def status(cluster):
+            answer = original_status.fget(cluster)
+            if code := getattr(cluster, "fruitflow_reason_code", None):
+                answer["StateChangeReason"]["Code"] = code
+            return answer
+
+        monkeypatch.setattr(models.Cluster, "run_bootstrap_actions", run_bootstrap_actions)
+        monkeypatch.setattr(models.Cluster, "status", property(status))
+
+
+INTERNAL_ERROR = "Amazon EMR could not provision EC2 capacity: insufficient capacity for m5.2xlarge in eu-west-1a"
+
+
+def test_a_cluster_that_dies_in_bootstrap_for_a_transient_reason_is_replaced_and_the_night_succeeds(
+    emr_dag, monkeypatch, aws_calls, capfd, features_asset_events
+):
+    FakeEmr(monkeypatch)
+    failures = LaunchFailures(monkeypatch, "INTERNAL_ERROR", INTERNAL_ERROR)
+
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == "success", task_states(run)
+    (first,) = failures.failed
+    (added,) = calls_named(aws_calls, "AddJobFlowSteps")
+    second = added["JobFlowId"]
+    assert len(calls_named(aws_calls, "RunJobFlow")) == 2 and second != first
+    operations = [name for name, _ in aws_calls]
+    assert operations.index("AddJobFlowSteps") > max(i for i, name in enumerate(operations) if name == "RunJobFlow")
+    assert cluster_state(first) == "TERMINATED_WITH_ERRORS" and cluster_state(second) == "TERMINATED"
+    log = capfd.readouterr().out
+    assert f"cluster {first} ended TERMINATED_WITH_ERRORS before it was ready (INTERNAL_ERROR: {INTERNAL_ERROR})" in log
+    assert "launching cluster 2 of at most 2" in log
+    report = read_json(f"results/{run_key_of(run)}/report.json")
+    assert report["cluster_id"] == report["cluster"]["id"] == second
+    assert [(c["id"], c["state"], c["reason_code"]) for c in report["clusters"]] == [
+        (first, "TERMINATED_WITH_ERRORS", "INTERNAL_ERROR"),
+        (second, "TERMINATED", None),
+    ]
+    assert all("instance_seconds" in cluster for cluster in report["clusters"])
+    assert features_asset_events()[-1]["clusters"] == report["clusters"]
+    html = boto3.client("s3").get_object(Bucket=BUCKET, Key=f"results/{run_key_of(run)}/report.html")
+    page = html["Body"].read().decode()
+    assert "Clusters this run started" in page and f"INTERNAL_ERROR: {INTERNAL_ERROR}" in page
+
+
+def test_a_cluster_refused_for_its_permissions_fails_create_cluster_at_once_with_the_reason(
+    emr_dag, monkeypatch, aws_calls
+):
+    FakeEmr(monkeypatch)
+    message = "Service role EMR_DefaultRole_V2 has insufficient EC2 permissions"
+    failures = LaunchFailures(monkeypatch, "VALIDATION_ERROR", message, failing=2)
+
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == "failed"
+    states = task_states(run)
+    assert states["create_cluster"] == "failed" and states["add_steps"] == "upstream_failed"
+    assert states["terminate_cluster"] == "upstream_failed"  # its setup failed; the cluster had ended already
+    assert len(calls_named(aws_calls, "RunJobFlow")) == 1 and not calls_named(aws_calls, "AddJobFlowSteps")
+    (only,) = failures.failed
+    assert cluster_state(only) == "TERMINATED_WITH_ERRORS"
+    report = read_json(f"results/{run_key_of(run)}/report.json")
+    assert report["failed_task"] == "create_cluster"
+    assert f"VALIDATION_ERROR: {message}" in report["error"] and "so no relaunch" in report["error"]
+    assert [(c["id"], c["state"]) for c in report["clusters"]] == [(only, "TERMINATED_WITH_ERRORS")]
+
+
+def test_a_transient_reason_that_persists_launches_no_more_than_the_allowed_clusters(
+    load_dag, aws, airflow_db, monkeypatch, aws_calls
+):
+    emr_dag = emr_dag_with_images(load_dag, emr_launch_attempts="3")
+    FakeEmr(monkeypatch)
+    failures = LaunchFailures(monkeypatch, "INTERNAL_ERROR", INTERNAL_ERROR, failing=10)
+
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == "failed" and task_states(run)["create_cluster"] == "failed"
+    assert len(calls_named(aws_calls, "RunJobFlow")) == len(failures.failed) == 3
+    assert not calls_named(aws_calls, "AddJobFlowSteps")
+    report = read_json(f"results/{run_key_of(run)}/report.json")
+    assert "this was cluster 3 of at most 3 (FRUITFLOW_EMR_LAUNCH_ATTEMPTS)" in report["error"]
+    assert [c["id"] for c in report["clusters"]] == failures.failed
+    assert {cluster_state(cluster_id) for cluster_id in failures.failed} == {"TERMINATED_WITH_ERRORS"}
+
+
+def test_a_failed_featurize_step_is_a_failed_night_on_its_one_cluster(emr_dag, monkeypatch, aws_calls):
+    FakeEmr(monkeypatch, fail_step="featurize")
+
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == "failed"
+    states = task_states(run)
+    assert states["create_cluster"] == "success" and states["watch_featurize"] == "failed"
+    (created,) = calls_named(aws_calls, "RunJobFlow")
+    (cluster,) = clusters()
+    assert cluster["Status"]["State"] == "TERMINATED"
+    report = read_json(f"results/{run_key_of(run)}/report.json")
+    assert [c["id"] for c in report["clusters"]] == [cluster["Id"]]
+
+
+def test_a_deferred_create_cluster_waits_in_the_triggerer_and_relaunches_after_a_transient_failure(
+    deferrable_emr_dag, monkeypatch
+):
+    from airflow.providers.amazon.aws.triggers.emr import EmrCreateJobFlowTrigger
+
+    assert deferrable_emr_dag.get_task("create_cluster").deferrable
+    fake_emr = FakeEmr(monkeypatch, settle_on_add=False)
+    triggers = record_triggers(monkeypatch, fake_emr)
+    failures = LaunchFailures(monkeypatch, "INSTANCE_FLEET_TIMEOUT", "The instance fleet timed out provisioning")
+
+    run = deferrable_emr_dag.test(run_conf=CONF)
+
+    assert run.state == "success", task_states(run)
+    waited_for = [t.serialized_fields["job_flow_id"] for t in triggers if isinstance(t, EmrCreateJobFlowTrigger)]
+    (first,) = failures.failed
+    assert len(waited_for) == 2 and waited_for[0] == first
+    assert cluster_state(first) == "TERMINATED_WITH_ERRORS" and cluster_state(waited_for[1]) == "TERMINATED"
+
+
+STEP_ROLE = "arn:aws:iam::123456789012:role/fruitflow-steps"
+
+
+def guarded_emr_dag(load_dag, **settings: str):
+    """The DAG of a deployment in an account with guard rails: a security configuration, a runtime
+    role for the steps, the team's cost tags (one of which tries to replace a run's own tag)."""
+    return emr_dag_with_images(
+        load_dag,
+        emr_security_configuration="fruitflow-imdsv2",
+        emr_step_role=STEP_ROLE,
+        emr_tags='{"cost-center": "ml-42", "project": "not-fruitflow"}',
+        **settings,
+    )
+
+
+def test_the_guard_rails_reach_emr_and_the_deployment_tags_never_replace_the_runs_own(
+    load_dag, aws, airflow_db, monkeypatch, aws_calls
+):
+    emr_dag = guarded_emr_dag(load_dag)
+    FakeEmr(monkeypatch)
+
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == "success", task_states(run)
+    (request,) = calls_named(aws_calls, "RunJobFlow")
+    assert request["SecurityConfiguration"] == "fruitflow-imdsv2"
+    tags = {tag["Key"]: tag["Value"] for tag in request["Tags"]}
+    assert (tags["cost-center"], tags["project"], tags["fruitflow-run"]) == ("ml-42", "fruitflow", run_key_of(run))
+    (added,) = calls_named(aws_calls, "AddJobFlowSteps")
+    assert added["ExecutionRoleArn"] == STEP_ROLE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -95,3 +96,50 @@ def test_plan_command_as_a_user_runs_it(capsys):
     with pytest.raises(SystemExit):
         main(["--conf", "{core: 4}"])
     assert "--conf is not JSON" in capsys.readouterr().err
+
+
+def test_plan_shows_the_guard_rails_and_the_request_carries_them():
+    step_role = "arn:aws:iam::123456789012:role/fruitflow-steps"
+    settings = Settings.from_env(
+        {
+            "FRUITFLOW_EMR_SECURITY_CONFIGURATION": "imdsv2-and-encryption",
+            "FRUITFLOW_EMR_STEP_ROLE": step_role,
+            "FRUITFLOW_EMR_TAGS": '{"cost-center": "ml-42", "project": "someone-else"}',
+        }
+    )
+    plan = render_plan(settings, {}, MOMENT)
+    assert "Security configuration: imdsv2-and-encryption" in plan
+    assert f"Steps' runtime role: {step_role}" in plan
+    assert 'Deployment tags: {"cost-center": "ml-42", "project": "someone-else"}' in plan
+    assert "Warning: FRUITFLOW_EMR_TAGS sets project, which the run's own tags replace" in plan
+    request = request_in(plan)
+    assert request["SecurityConfiguration"] == "imdsv2-and-encryption"
+    tags = {tag["Key"]: tag["Value"] for tag in request["Tags"]}
+    assert (tags["cost-center"], tags["project"]) == ("ml-42", "fruitflow")
+
+
+def test_the_default_plan_says_there_are_no_guard_rails():
+    plan = render_plan(Settings.from_env({}), {}, MOMENT)
+    assert "Security configuration: none (FRUITFLOW_EMR_SECURITY_CONFIGURATION)" in plan
+    assert "Steps' runtime role: none, they run as the instance profile (FRUITFLOW_EMR_STEP_ROLE)" in plan
+    assert "SecurityConfiguration" not in request_in(plan)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FRUITFLOW_EMR_STEP_ROLE": "fruitflow-steps", "FRUITFLOW_EMR_SECURITY_CONFIGURATION": "sc"},
+         "FRUITFLOW_EMR_STEP_ROLE='fruitflow-steps' must be an IAM role ARN"),
+        ({"FRUITFLOW_EMR_STEP_ROLE": "arn:aws:iam::123456789012:role/steps"},
+         "needs FRUITFLOW_EMR_SECURITY_CONFIGURATION"),
+        ({"FRUITFLOW_EMR_TAGS": '["cost-center"]'}, "FRUITFLOW_EMR_TAGS must be a JSON object of tag key"),
+        ({"FRUITFLOW_EMR_TAGS": '{"team": 7}'}, "FRUITFLOW_EMR_TAGS must be a JSON object of tag key"),
+        ({"FRUITFLOW_EMR_TAGS": '{"aws:owner": "x"}'}, "tag key 'aws:owner' must be 1 to 128 characters"),
+        ({"FRUITFLOW_EMR_TAGS": json.dumps({"team": "x" * 257})}, "the value of 'team' is over 256 characters"),
+    ],
+)  # fmt: skip
+def test_guard_rail_settings_that_emr_would_refuse_are_refused_with_the_reason(env, message):
+    from fruitflow_pipeline.settings import SettingError
+
+    with pytest.raises(SettingError, match=re.escape(message)):
+        Settings.from_env(env)

@@ -258,7 +258,7 @@ def test_a_failing_step_fails_as_on_emr_with_its_log_and_cancels_the_rest(
     assert f"Reason: {job_error}" in alert["Message"].splitlines()
 
 
-def test_a_bootstrap_that_cannot_resolve_ends_the_cluster_and_the_watcher_says_so(
+def test_a_bootstrap_that_cannot_resolve_ends_the_cluster_and_create_cluster_says_so(
     load_dag, airflow_db, rehearsal, capfd
 ):
     dag = load_dag("emr", poke_interval_seconds="0.2", emr_wheelhouse_uri=f"s3://{BUCKET}/no-such-wheelhouse/")
@@ -267,18 +267,56 @@ def test_a_bootstrap_that_cannot_resolve_ends_the_cluster_and_the_watcher_says_s
 
     assert run.state == "failed"
     states = task_states(run)
-    assert states["watch_featurize"] == "failed" and states["terminate_cluster"] == "success"
-    (cluster,) = clusters()
+    assert states["create_cluster"] == "failed" and states["add_steps"] == "upstream_failed"
+    (cluster,) = clusters()  # a bootstrap failure is no reason to launch another
     assert cluster["Status"]["State"] == "TERMINATED_WITH_ERRORS"
-    assert set(step["Status"]["State"] for step in steps_of(cluster["Id"]).values()) == {"CANCELLED"}
-    message = (
-        "BOOTSTRAP_FAILURE: bootstrap action 'install fruitflow Python requirements': "
-        f"nothing at s3://{BUCKET}/no-such-wheelhouse/"
-    )
-    assert message in cluster["Status"]["StateChangeReason"]["Message"]
+    assert steps_of(cluster["Id"]) == {}  # no step was ever added to a cluster that was not ready
+    reason = cluster["Status"]["StateChangeReason"]
+    message = f"bootstrap action 'install fruitflow Python requirements': nothing at s3://{BUCKET}/no-such-wheelhouse/"
+    assert (reason["Code"], reason["Message"]) == ("BOOTSTRAP_FAILURE", message)
     log = capfd.readouterr().out
-    assert "the cluster ended TERMINATED_WITH_ERRORS (BOOTSTRAP_FAILURE: bootstrap action" in log
-    assert "cancelled because an earlier step failed" not in log  # no step failed: the cluster did
+    assert f"ended TERMINATED_WITH_ERRORS before it was ready (BOOTSTRAP_FAILURE: {message}): " in log
+    assert "not a reason a new cluster would avoid, so no relaunch" in log
+    report = read_json(f"results/{run_key(20)}/report.json")
+    assert report["failed_task"] == "create_cluster"
+    assert [(c["id"], c["reason_code"]) for c in report["clusters"]] == [(cluster["Id"], "BOOTSTRAP_FAILURE")]
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_a_night_whose_first_launch_fails_completes_on_a_second_cluster_with_the_clean_nights_csv(
+    load_dag, airflow_db, aws_server, bucket, images, tmp_path, spark_steps_in_process_for_test
+):
+    with RehearsalCluster(aws_server, tmp_path / "mirror", launch_failures=1, startup_seconds=1):
+        run = night(load_dag("emr", poke_interval_seconds="0.5"), 20)
+        launched = clusters()  # while the rehearsal plays EMR: DescribeCluster gives the reasons' codes
+
+    assert run.state == "success", task_states(run)
+    failed, served = sorted(launched, key=lambda cluster: cluster["Status"]["Timeline"]["CreationDateTime"])
+    assert failed["Status"]["State"] == "TERMINATED_WITH_ERRORS"
+    assert failed["Status"]["StateChangeReason"]["Code"] == "INTERNAL_ERROR"
+    assert served["Status"]["State"] == "TERMINATED" and steps_of(failed["Id"]) == {}
+    report = read_json(f"results/{run_key(20)}/report.json")
+    assert report["cluster_id"] == served["Id"]
+    assert [(c["id"], c["state"]) for c in report["clusters"]] == [
+        (failed["Id"], "TERMINATED_WITH_ERRORS"), (served["Id"], "TERMINATED"),
+    ]  # fmt: skip
+    csv = pd.read_csv(tmp_path / "mirror" / BUCKET / "results" / run_key(20) / "pca_features.csv")
+
+    # A clean night of the same images (the local target, which the three-night test shows writes the
+    # rehearsal's CSV) writes the same CSV.
+    local_results = tmp_path / "local-results"
+    shutil.copytree(tmp_path / "mirror" / BUCKET / "results" / "_models", local_results / "_models")
+    local_conf = {"images_uri": str(images), "results_uri": str(local_results), "weights": "random"}
+    clean = load_dag("local").test(logical_date=datetime(2026, 11, 20, 2, tzinfo=UTC), run_conf=local_conf)
+    assert clean.state == "success"
+    local_csv = pd.read_csv(local_results / run_key(20) / "pca_features.csv")
+    local_csv["path"] = local_csv["path"].str.replace(f"file:{images}", IMAGES_URI, regex=False)
+    merged = csv.merge(local_csv, on=["path", "label"], suffixes=("", "_local"))
+    assert len(merged) == len(csv) == 40 and list(csv.columns) == list(local_csv.columns)
+    for column in csv.columns[2:]:
+        scale = np.abs(merged[column]).max()
+        np.testing.assert_allclose(merged[column], merged[f"{column}_local"], rtol=1e-5, atol=1e-5 * scale)
 
 
 BOOTSTRAP_SCRIPT = """#!/bin/bash
