@@ -27,9 +27,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "spark_jobs"), str(ROOT / "plugins"), str(ROOT / "scripts")]
 
-from demo import (  # noqa: E402
+from scripts.demo import (  # noqa: E402
     airflow_environment,
     deployment_defaults,
     explain_failure,

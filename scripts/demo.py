@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "spark_jobs"), str(ROOT / "plugins")]
 
 from fruitflow.contract import DEFAULT_ENGINE, ENGINES  # noqa: E402
 from fruitflow.sample_images import FRUITS, generate_images  # noqa: E402

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from demo import airflow_environment, deployment_defaults, run_dag
+from scripts.demo import airflow_environment, deployment_defaults, run_dag
 
 from fruitflow.contract import WEIGHTS_RANDOM
 from fruitflow.sample_images import generate_images
