@@ -28,6 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from fruitflow_pipeline.run import run_key  # noqa: E402
+from rehearsal.buckets import create_bucket, upload_folder  # noqa: E402
+from rehearsal.cluster import RehearsalCluster  # noqa: E402
 from scripts.demo import (  # noqa: E402
     airflow_environment,
     deployment_defaults,
@@ -37,10 +40,6 @@ from scripts.demo import (  # noqa: E402
     summary,
     today,
 )
-
-from fruitflow_pipeline.run import run_key  # noqa: E402
-from rehearsal.buckets import create_bucket, upload_folder  # noqa: E402
-from rehearsal.cluster import RehearsalCluster  # noqa: E402
 
 BUCKET = "fruitflow-rehearsal"
 REGION = "eu-west-1"

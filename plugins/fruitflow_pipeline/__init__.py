@@ -14,9 +14,7 @@ from pathlib import Path
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # Installed (or in the bundle's plugins.zip) the job sources are this package's data; in a
 # checkout they are spark_jobs/ beside plugins/.
-DEFAULT_JOBS_DIR = (
-    _PACKAGE_DIR / "jobs" if (_PACKAGE_DIR / "jobs").is_dir() else _PACKAGE_DIR.parents[1] / "spark_jobs"
-)
+DEFAULT_JOBS_DIR = _PACKAGE_DIR / "jobs" if (_PACKAGE_DIR / "jobs").is_dir() else _PACKAGE_DIR.parents[1] / "spark_jobs"
 
 
 def jobs_dir_from_env(env: Mapping[str, str] = os.environ) -> Path:
