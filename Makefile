@@ -13,7 +13,7 @@ COUNT ?= 200
 WEIGHTS ?= imagenet
 ENGINE ?= onnx
 
-.PHONY: demo rehearse test test-fast test-slow test-stack lint format bench plan lock wheelhouse clean check-java
+.PHONY: demo rehearse test test-fast test-slow test-stack lint format bench plan lock wheelhouse airflow-bundle clean check-java
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -116,6 +116,12 @@ wheelhouse: $(BIN)/python
 	$(PIP_DOWNLOAD_WHEELS) -r spark_jobs/cluster/requirements.txt -c spark_jobs/cluster/constraints.txt
 	$(PIP_DOWNLOAD_WHEELS) -r spark_jobs/cluster/requirements-lean.txt -c spark_jobs/cluster/constraints-lean.txt
 	@echo "$$(ls $(WHEELHOUSE) | wc -l) wheels in $(WHEELHOUSE) ($$(du -sh $(WHEELHOUSE) | cut -f1)): aws s3 sync $(WHEELHOUSE) s3://<bucket>/wheelhouse/"
+
+# What a managed Airflow (MWAA) takes for the EMR target (README, "Running on an existing Airflow"):
+# dags/, plugins.zip, the lean requirements.txt and the settings as Airflow configuration options.
+AIRFLOW_BUNDLE ?= build/airflow-bundle
+airflow-bundle: $(VENV)/.runtime-installed
+	$(BIN)/python scripts/airflow_bundle.py $(AIRFLOW_BUNDLE)
 
 clean:
 	rm -rf $(VENV) build data .pytest_cache
