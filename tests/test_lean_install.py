@@ -59,7 +59,7 @@ def fresh_venv(path: Path, *install: str) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
     python = path / "bin" / "python"
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *install]
-    done = subprocess.run(pip, capture_output=True, text=True)
+    done = subprocess.run(pip, env=clean_environment(), capture_output=True, text=True)  # pip sees only the venv
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return python
 
@@ -112,7 +112,9 @@ def test_the_lean_install_runs_the_emr_night_without_the_clusters_software(versi
     python = fresh_venv(tmp_path / "venv", f"{wheel}[dev]", *pins, "-c", str(constraints))
     env = clean_environment()
 
-    installed = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True)
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "list", "--format=freeze"], env=env, capture_output=True, text=True
+    )
     for pin in pins:
         assert re.sub(r"\[.*\]", "", pin) in installed.stdout.splitlines()
     assert missing_modules(python, env) == list(CLUSTER_SOFTWARE)
