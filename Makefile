@@ -12,6 +12,8 @@ IMAGES ?=
 COUNT ?= 200
 WEIGHTS ?= imagenet
 ENGINE ?= onnx
+# The trigger's conf as JSON, for the params the variables above do not set: `make demo CONF='{"max_error_share": 0.2}'`.
+CONF ?= {}
 
 .PHONY: demo rehearse test test-fast test-slow test-stack lint format bench plan lock wheelhouse airflow-bundle clean check-java
 
@@ -40,7 +42,7 @@ check-java:
 	@command -v java >/dev/null || { echo "Java 17 is required by Spark: install it (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) and retry." >&2; exit 1; }
 
 demo: $(VENV)/.runtime-installed check-java
-	@IMAGES="$(IMAGES)" COUNT="$(COUNT)" WEIGHTS="$(WEIGHTS)" ENGINE="$(ENGINE)" $(BIN)/python scripts/demo.py
+	@IMAGES="$(IMAGES)" COUNT="$(COUNT)" WEIGHTS="$(WEIGHTS)" ENGINE="$(ENGINE)" CONF='$(CONF)' $(BIN)/python scripts/demo.py
 
 # Tiers of one suite (README, "Development"): `make test`, lint first, everything a contributor runs
 # before pushing; `make test-fast`, the tests that start no JVM, while editing; `make test-slow`, what
@@ -84,11 +86,10 @@ bench: $(VENV)/.test-installed check-java
 # local Spark (README, "EMR rehearsal"). Same settings as the demo, and REHEARSE_BOOTSTRAP=1 to run
 # the bootstrap for real (WHEELHOUSE=build/wheelhouse: from the wheels `make wheelhouse` downloaded).
 rehearse: $(VENV)/.test-installed check-java
-	@IMAGES="$(IMAGES)" COUNT="$(COUNT)" WEIGHTS="$(WEIGHTS)" ENGINE="$(ENGINE)" \
+	@IMAGES="$(IMAGES)" COUNT="$(COUNT)" WEIGHTS="$(WEIGHTS)" ENGINE="$(ENGINE)" CONF='$(CONF)' \
 		REHEARSE_BOOTSTRAP="$(REHEARSE_BOOTSTRAP)" WHEELHOUSE="$(if $(filter command line,$(origin WHEELHOUSE)),$(WHEELHOUSE))" $(BIN)/python -m rehearsal
 
-# What a run would do with the current FRUITFLOW_* settings and a trigger's conf, without AWS.
-CONF ?= {}
+# What a run would do with the current FRUITFLOW_* settings and a trigger's conf (CONF), without AWS.
 plan: $(VENV)/.runtime-installed
 	@$(BIN)/python -m fruitflow_pipeline.plan --conf '$(CONF)'
 

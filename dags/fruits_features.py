@@ -17,10 +17,12 @@ same second gets a longer name (`20261125T020000Z-200000`). `_dag_run.json` in t
 DAG run that owns it: clearing a run replaces only its own folder, never another run's.
 
 **Nightly runs cost what changed.** `find_changes` lists the images (paths, sizes, modification
-times). When they and the params that shape the outputs (variance, weights, engine) are those of
-the last good run (`<results_uri>/latest.json`), nothing runs: no cluster, no Spark; the run ends
-successful and `report.json` says `unchanged since <run key>`. Otherwise featurize carries over
-the last good run's rows of unchanged images and only featurises new and changed ones. The
+times) and fingerprints the weights file (S3: ETag and size, no download). When they, the params
+that shape the outputs (variance, weights, engine) and the jobs' code version are those of the
+last good run (`<results_uri>/latest.json`), nothing runs: no cluster, no Spark; the run ends
+successful and `report.json` says `unchanged since <run key>`. Otherwise its log and `report.json`
+(`changes`) say what changed, and featurize carries over the last good run's rows of unchanged
+images whose features' identity (engine, weights digest, preprocessing) still holds. The
 `full_refresh` param computes everything. Each good run moves `latest.json` (check_outputs) and,
 once the cluster is gone, emits an event of the `fruitflow_features` asset (write_report), whose
 `extra` has the run key, the CSV and features URIs, k, the counts, the steps' seconds and on EMR
@@ -34,6 +36,10 @@ it has its clusters terminated by the fruitflow cleanup listener; EMR's idle aut
 the last safety net). `local` runs the same steps with spark-submit on this machine.
 
 #### When it fails (on call)
+`report.html` in the run folder says at its top what failed and what to do, and which clusters
+the run started and how each ended. With `FRUITFLOW_ALERT_SNS_TOPIC_ARN` the same reaches the
+on-call people as an alert (README, "On call").
+
 - **validate_params**: a param is wrong, an unknown conf key was given, the images prefix holds
   no image, or a location lies outside the ones this deployment allows (`FRUITFLOW_ALLOWED_URIS`;
   the form's descriptions name them); the log names each problem. No cluster was started and no
@@ -42,22 +48,28 @@ the last safety net). `local` runs the same steps with spark-submit on this mach
   IAM roles, bucket policy). `empty_run_folder` deletes what an earlier try of this run left in its
   folder, and refuses a folder that another DAG run owns.
 - **watch_featurize / watch_pca / watch_export_csv** (EMR) or **featurize / pca / export_csv** (local):
-  the log says the step's state, EMR's reason and the S3 folder of the step's logs
-  (`stdout.gz` has the job's error line and Python traceback, `stderr.gz` Spark's own log).
+  the log says the step's state, the job's own error line and the end of its Python traceback
+  (read from the step's `stdout.gz`, waiting up to FRUITFLOW_EMR_STEP_LOG_WAIT_SECONDS for EMR
+  to copy it), EMR's reason and the S3 folder of the step's logs (`stderr.gz` is Spark's own log).
   A cancelled step only means an earlier one failed.
 - **find_changes**: the images could not be listed (AWS access). Skipped steps after it, all
   pink, with a green run: nothing changed since the last good run, as its log says.
-- **check_outputs**: the steps ran but the outputs are off (row counts, too many unreadable
-  images). `report.json` in the run folder has the numbers; `errors/` lists each bad image and why.
-  `latest.json` still names the last good run: the next run compares with that one.
+- **check_outputs**: the steps ran but the outputs are off (the jobs' row counts disagree, the CSV's
+  size is not what export_csv wrote or its header is wrong, too many unreadable images: trigger
+  with a higher `max_error_share` if that many are expected). `report.json` in the run folder
+  has the numbers; `errors/` lists each bad image and why. `latest.json` still names the last
+  good run: the next run compares with that one.
 - **remove_old_runs**: the run's outputs are good and latest.json moved; only the retention of
   old run folders failed (FRUITFLOW_KEEP_RUNS; on S3 the role needs s3:DeleteObject under the
   results prefix). Its log names each folder it kept or deleted and why.
-- **write_report**: only the report could not be written; the run's outcome is that of the other tasks,
-  but no features asset event was emitted: a DAG scheduled on it does not run for this night.
-- The cluster is terminated in every case: check that `terminate_cluster` is green (`report.json`
-  names it as `failed_task` otherwise). If it is not, terminate the cluster named in its log by hand
-  (EMR console); it would stop itself after the idle timeout.
+- **write_report**: only the report could not be written. Deliberately, the run's outcome stays
+  that of the other tasks (a good night whose report failed is still green), but no features asset
+  event was emitted: a DAG scheduled on it does not run for this night. A failed run without its
+  report still alerts (the DAG's failure callback).
+- **terminate_cluster**: the cluster may still be running, and costing: the DAG run fails
+  (`on_failure_fail_dagrun`), `report.json` names it as `failed_task`, and the alert's first line
+  names the cluster. Terminate it by hand (EMR console, or `aws emr terminate-clusters
+  --cluster-ids <id>`); EMR's idle timeout would stop it otherwise.
 """
 
 from __future__ import annotations
@@ -73,12 +85,15 @@ from airflow.sdk import DAG, Asset, AssetAlias, chain, task
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowFailException
 
+from fruitflow_pipeline.alerts import NightAlerts, late_night_deadline
 from fruitflow_pipeline.cluster import job_flow_spec
 from fruitflow_pipeline.cluster_usage import cluster_usage_for_report
 from fruitflow_pipeline.code_bundle import build_bundle, code_version
-from fruitflow_pipeline.nightly import asset_extra, list_images, read_latest, record_good_run
+from fruitflow_pipeline.nightly import RunInputs, asset_extra, read_latest, record_good_run, run_inputs
+from fruitflow_pipeline.oncall import clusters_of, on_call_facts
 from fruitflow_pipeline.operators import (
     FAILURE_XCOM_KEY,
+    STEP_LOGS_XCOM_KEY,
     EmrRunClusterOperator,
     EmrStepWatcher,
     LocalSparkStepOperator,
@@ -95,11 +110,13 @@ from fruitflow_pipeline.steps import PIPELINE, emr_step
 from fruitflow_pipeline.storage import storage_for
 
 SETTINGS = Settings.from_env()
+NIGHT_ALERTS = NightAlerts(SETTINGS)  # FRUITFLOW_ALERT_*: fruitflow_pipeline.alerts lists the notifiers
 # The provider's operators bind this default when their module is first imported; reading it
 # at parse time makes every wait of this DAG follow the deployment's setting.
 DEFER_WAITS = conf.getboolean("operators", "default_deferrable", fallback=False)
 OUTPUTS_XCOM_KEY = "outputs"
-LISTING_XCOM_KEY = "listing"
+INPUTS_XCOM_KEY = "inputs"
+CHANGES_XCOM_KEY = "changes"
 UNCHANGED_XCOM_KEY = "unchanged_since"
 ACTIVE_STATES = ["queued", "running"]
 # One asset, the same name and URI in every deployment and on both targets (Airflow allows one
@@ -143,16 +160,21 @@ def validate_params(params=None, logical_date=None, dag_run=None) -> dict:
 
 @task.short_circuit(multiple_outputs=False, ignore_downstream_trigger_rules=False)
 def find_changes(run: dict, params=None, ti=None) -> dict | bool:
-    """List the images. Same images and output-shaping params as the last good run: skip every
-    step (no cluster, no Spark; the report still runs and says so). Otherwise hand the run on."""
+    """List the images and fingerprint the weights. Same images, output-shaping params, weights
+    and jobs' code as the last good run: skip every step (no cluster, no Spark; the report still
+    runs and says so). Otherwise say what changed, and hand the run on."""
     pipeline_run, store = PipelineRun.from_xcom(run), storage()
-    listing = list_images(store, pipeline_run.images_uri)
-    ti.xcom_push(LISTING_XCOM_KEY, {"digest": listing.digest, "images": listing.images})
+    inputs = run_inputs(store, pipeline_run)
+    ti.xcom_push(INPUTS_XCOM_KEY, inputs.to_dict())
     latest = None if params["full_refresh"] else read_latest(store, pipeline_run.results_uri)
-    if latest and latest.unchanged_for(pipeline_run, listing):
+    if latest is None:
+        changes = ["full_refresh: every image is computed"] if params["full_refresh"] else ["no earlier good run"]
+    elif not (changes := latest.changes_for(pipeline_run, inputs)):
         ti.xcom_push(UNCHANGED_XCOM_KEY, latest.run_key)
-        print(f"unchanged since {latest.run_key}: the same {listing.images} images and params; nothing to compute")
+        print(f"unchanged since {latest.run_key}: the same {inputs.images} images, params, weights and jobs' code")
         return False
+    ti.xcom_push(CHANGES_XCOM_KEY, changes)
+    print("this run goes ahead: " + "; ".join(changes))
     return run
 
 
@@ -194,7 +216,8 @@ def check_outputs(run: dict, ti=None) -> str:
     ti.xcom_push(OUTPUTS_XCOM_KEY, summary)
     if problems := problems_in(summary, pipeline_run.max_error_share):
         raise AirflowFailException("; ".join(problems))
-    record_good_run(store, pipeline_run, ti.xcom_pull(task_ids="find_changes", key=LISTING_XCOM_KEY))
+    inputs = RunInputs(**ti.xcom_pull(task_ids="find_changes", key=INPUTS_XCOM_KEY))
+    record_good_run(store, pipeline_run, inputs)
     return pipeline_run.csv_uri
 
 
@@ -247,13 +270,21 @@ def write_report(
         steps={} if outputs else steps_so_far(pipeline_run, store),
         cluster_id=cluster_id,
         cluster_usage=usage,
-        teardowns={task.task_id for task in tasks if task.is_teardown},
+        # Teardowns whose failure leaves the run's outcome alone (write_report); terminate_cluster's fails it.
+        teardowns={task.task_id for task in tasks if task.is_teardown and not task.on_failure_fail_dagrun},
         unchanged_since=ti.xcom_pull(task_ids="find_changes", key=UNCHANGED_XCOM_KEY),
+        changes=ti.xcom_pull(task_ids="find_changes", key=CHANGES_XCOM_KEY),
         retention=ti.xcom_pull(task_ids="remove_old_runs"),
         bytes_written=sum(listed.size for listed in store.files_under(pipeline_run.uri)),
     )
+    report |= on_call_facts(
+        report,
+        ti.xcom_pull(task_ids=report["failed_task"], key=STEP_LOGS_XCOM_KEY) if report["failed_task"] else None,
+        clusters_of(emr, ti.run_id, pipeline_run.key) if emr else None,
+    )
     store.write_text(pipeline_run.report_uri, json.dumps(report, indent=2))
     store.write_text(pipeline_run.report_html_uri, report_html_for(report, pipeline_run, store))
+    NIGHT_ALERTS.after_report(report, pipeline_run.report_html_uri)
     if ordered[checks_task_id] == "success":
         extra = asset_extra(pipeline_run, outputs, usage)
         outlet_events[FEATURES_EVENTS].add(FEATURES_ASSET, extra=extra)
@@ -281,6 +312,8 @@ with DAG(
     },
     tags=["fruitflow", "features", SETTINGS.target.value],
     doc_md=__doc__,
+    on_failure_callback=NIGHT_ALERTS.on_run_failed,
+    deadline=late_night_deadline(SETTINGS),
 ) as dag:
     # The validated run flows from task to task, so each edge of the graph is data a task reads.
     plan = validate_params()
@@ -310,6 +343,7 @@ with DAG(
                 step_index=index,
                 aws_conn_id=SETTINGS.aws_conn_id,
                 poke_interval=SETTINGS.poke_interval_seconds,
+                log_wait_seconds=SETTINGS.emr.step_log_wait_seconds,
                 timeout=step_timeout(step.name).total_seconds(),
                 max_attempts=int(step_timeout(step.name).total_seconds() // SETTINGS.poke_interval_seconds) + 1,
                 retries=0,  # a failed step stays failed: asking again only delays the teardown
@@ -322,7 +356,7 @@ with DAG(
             job_flow_id=create_cluster.output,
             aws_conn_id=SETTINGS.aws_conn_id,
             deferrable=DEFER_WAITS,
-        ).as_teardown(setups=create_cluster)
+        ).as_teardown(setups=create_cluster, on_failure_fail_dagrun=True)  # a cluster left running fails the night
         outputs_checked = check_outputs(run_with_code)
         report_written = write_report(plan["run"], outputs_checked.operator.task_id, create_cluster.task_id)
         pipeline_tasks = [

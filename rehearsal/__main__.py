@@ -10,6 +10,8 @@ the rehearsal cluster executes each step it adds. Settings, as for `make demo`:
     WEIGHTS  imagenet (default), random, or the path of a Keras MobileNetV2 .h5 weights file
              (uploaded to the bucket, as a deployment would keep it on S3)
     ENGINE   onnx (default), openvino, openvino-bf16 or tensorflow
+    CONF     the trigger's conf for the other params, as JSON (as for `make plan`), such as
+             '{"max_error_share": 0.2}' or '{"core_instance_count": 3}'; checked like the trigger form
     REHEARSE_BOOTSTRAP=1  run the bootstrap action for real into a throwaway venv (minutes: it
              installs the cluster's requirements) instead of only checking that it resolves
     WHEELHOUSE  with it, a folder `make wheelhouse` filled: uploaded to the bucket and given to the
@@ -28,10 +30,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from fruitflow.contract import WEIGHTS_IMAGENET, WEIGHTS_RANDOM  # noqa: E402
 from fruitflow_pipeline.run import run_key  # noqa: E402
 from rehearsal.buckets import create_bucket, upload_folder  # noqa: E402
 from rehearsal.cluster import RehearsalCluster  # noqa: E402
 from scripts.demo import (  # noqa: E402
+    Deployment,
     airflow_environment,
     deployment_defaults,
     explain_failure,
@@ -60,8 +64,22 @@ def emr_environment(airflow_home: Path, endpoint: str, wheelhouse_uri: str) -> d
     }
 
 
+def weights_in_bucket(weights: str) -> str:
+    """Where the rehearsal keeps a weights file: in its bucket, as a deployment would on S3."""
+    return weights if weights in (WEIGHTS_IMAGENET, WEIGHTS_RANDOM) else f"s3://{BUCKET}/weights/{Path(weights).name}"
+
+
+def bucket_deployment(data_dir: Path) -> Deployment:
+    """The rehearsal's deployment: the EMR target on its bucket (``data_dir`` holds only its local copy)."""
+    return lambda images, weights: {
+        "FRUITFLOW_TARGET": "emr",  # as emr_environment says: the form's checks follow the target
+        **deployment_defaults(f"s3://{BUCKET}/images", f"s3://{BUCKET}/results", weights_in_bucket(weights)),
+    }
+
+
 def main() -> int:
-    data_dir, images, weights, engine = read_inputs()
+    data_dir, inputs = read_inputs(bucket_deployment)
+    images, weights, engine = inputs.images, inputs.weights, inputs.engine
     os.environ.update(CREDENTIALS)  # for this process's own clients: the moto server takes any
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("  rehearsal: %(message)s"))
@@ -81,9 +99,10 @@ def main() -> int:
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
         create_bucket(s3, BUCKET, REGION)
         count = upload_folder(s3, images, BUCKET, "images")
-        if weights not in ("imagenet", "random"):
+        deployment = bucket_deployment(data_dir)(images, weights)
+        if weights_in_bucket(weights) != weights:
             s3.upload_file(weights, BUCKET, f"weights/{Path(weights).name}")
-            weights = f"s3://{BUCKET}/weights/{Path(weights).name}"
+            weights = weights_in_bucket(weights)
         wheelhouse_uri = ""
         if os.environ.get("WHEELHOUSE"):
             upload_folder(s3, Path(os.environ["WHEELHOUSE"]), BUCKET, "wheelhouse")
@@ -105,10 +124,8 @@ def main() -> int:
             print(f"model cache: {kept_models} file(s) kept from the last rehearsal in s3://{BUCKET}/results/_models")
         run_bootstrap = os.environ.get("REHEARSE_BOOTSTRAP") == "1"
         with RehearsalCluster(endpoint, mirror_root, run_bootstrap=run_bootstrap) as cluster:
-            environment = emr_environment(airflow_home, endpoint, wheelhouse_uri) | deployment_defaults(
-                f"s3://{BUCKET}/images", f"s3://{BUCKET}/results", weights
-            )
-            code = run_dag(environment, logical_date.isoformat(), {"engine": engine}, log_path)
+            environment = emr_environment(airflow_home, endpoint, wheelhouse_uri) | deployment
+            code = run_dag(environment, logical_date.isoformat(), {"engine": engine, **inputs.conf}, log_path)
             cluster.pull()  # what the DAG wrote after the last step (report.json, latest.json) too
 
         key = run_key(logical_date)

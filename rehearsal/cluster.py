@@ -71,7 +71,8 @@ ERROR_LINES = (
 
 def s3_filesystem(buckets: Iterable[str], mirror_root: Path) -> dict[str, str]:
     """Hadoop settings that make ``s3://<bucket>/<key>`` the file ``<mirror_root>/<bucket>/<key>``,
-    Spark still naming it ``s3://...`` (listings, the ``path`` column, inputFiles)."""
+    Spark still naming it ``s3://...`` (listings, the ``path`` column, inputFiles): one ViewFS
+    ``linkFallback`` per bucket (docs/decisions/0015-rehearsal-viewfs.md)."""
     settings = {"spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.viewfs.ViewFileSystemOverloadScheme"}
     for bucket in sorted(buckets):
         target = (mirror_root / bucket).resolve().as_uri()

@@ -7,6 +7,8 @@ mode, real TensorFlow. Settings come from the environment (the Makefile passes t
     COUNT    sample images to generate when IMAGES is not set (default 200)
     WEIGHTS  imagenet (default), random, or the path of a Keras MobileNetV2 .h5 weights file
     ENGINE   onnx (default), openvino, openvino-bf16 or tensorflow
+    CONF     the trigger's conf for the other params, as JSON (as for `make plan`), such as
+             '{"max_error_share": 0.2}'; checked like the trigger form before anything runs
     DATA_DIR where sample images and results go (default: data/ in the repository)
 """
 
@@ -17,18 +19,28 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from airflow.sdk.exceptions import ParamValidationError  # noqa: E402
+
 from fruitflow.contract import DEFAULT_ENGINE, ENGINES  # noqa: E402
 from fruitflow.sample_images import FRUITS, generate_images  # noqa: E402
+from fruitflow_pipeline.params import InvalidParams  # noqa: E402
+from fruitflow_pipeline.plan import conf_from_json, plan_for_conf  # noqa: E402
 from fruitflow_pipeline.retention import run_folders_of  # noqa: E402
 from fruitflow_pipeline.run import REPORT_FILE  # noqa: E402
+from fruitflow_pipeline.settings import SettingError, Settings  # noqa: E402
 from fruitflow_pipeline.storage import LocalStorage  # noqa: E402
 
 DAG_ID = "fruits_features"
+# The params the commands' own variables set: CONF leaves them to those.
+SAMPLE_IMAGES = "sample_images"  # under DATA_DIR
+SET_BY_VARIABLES = {"images_uri": "IMAGES", "results_uri": "DATA_DIR", "weights": "WEIGHTS", "engine": "ENGINE"}
 
 # What the terminal shows of Airflow's log: each task as it starts, the jobs' summaries and errors.
 PROGRESS = (
@@ -73,7 +85,7 @@ def deployment_defaults(images_uri: str, results_uri: str, weights: str) -> dict
 
 
 def sample_images(data_dir: Path, count: int) -> Path:
-    folder = data_dir / "sample_images"
+    folder = data_dir / SAMPLE_IMAGES
     if len(list(folder.glob("*/*/*.jpg"))) != count:
         subprocess.run(["rm", "-rf", str(folder)], check=True)
         generate_images(folder, count, seed=0)
@@ -121,12 +133,48 @@ def summary(report: dict, run_folder: str) -> str:
 
 
 class BadInput(ValueError):
-    """An IMAGES, WEIGHTS or ENGINE the demo cannot run with."""
+    """An IMAGES, WEIGHTS, ENGINE, COUNT or CONF the demo cannot run with."""
 
 
-def inputs_from_env(data_dir: Path) -> tuple[Path, str, str]:
+@dataclass(frozen=True)
+class Inputs:
+    images: Path
+    weights: str
+    engine: str
+    conf: dict  # the trigger's conf besides the engine, from CONF
+
+
+# What a command's deployment settings are, for the images folder and weights it runs with.
+Deployment = Callable[[Path, str], dict[str, str]]
+
+
+def local_deployment(data_dir: Path) -> Deployment:
+    """`make demo`'s deployment: the local target, results under ``data_dir``."""
+    return lambda images, weights: {
+        "FRUITFLOW_TARGET": "local",
+        **deployment_defaults(str(images), str(data_dir / "results"), weights),
+    }
+
+
+def conf_from_env(deployment: dict[str, str]) -> dict:
+    """CONF, checked as the trigger form and validate_params would check it in ``deployment``."""
+    try:
+        conf = conf_from_json(os.environ.get("CONF") or "{}")
+    except ValueError as problem:
+        raise BadInput(f"CONF {problem}") from None
+    if taken := [name for name in SET_BY_VARIABLES if name in conf]:
+        variables = ", ".join(f"{SET_BY_VARIABLES[name]}=" for name in taken)
+        raise BadInput(f"CONF sets {', '.join(taken)}: give {variables} instead")
+    try:
+        plan_for_conf(Settings.from_env(deployment), conf, datetime.now(UTC))
+    except (InvalidParams, ParamValidationError, SettingError) as problem:
+        raise BadInput(f"CONF={json.dumps(conf)} would be refused: {problem}") from None
+    return conf
+
+
+def inputs_from_env(data_dir: Path, deployment: Deployment) -> Inputs:
     """The images folder (IMAGES, or COUNT sample images generated under ``data_dir``), the
-    weights and the engine a run uses, from the environment the Makefile passes on."""
+    weights, the engine and the conf a run uses, from the environment the Makefile passes on."""
     engine = os.environ.get("ENGINE") or DEFAULT_ENGINE
     if engine not in ENGINES:
         raise BadInput(f"ENGINE={engine} is not an engine: use {', '.join(ENGINES)}")
@@ -134,14 +182,15 @@ def inputs_from_env(data_dir: Path) -> tuple[Path, str, str]:
     if weights not in ("imagenet", "random"):
         weights = str(Path(weights).resolve())
     images = Path(os.environ["IMAGES"]).resolve() if os.environ.get("IMAGES") else None
-    if images is None:  # last: generating is the slow part, wasted if another input is bad
-        count = os.environ.get("COUNT") or "200"
-        if not count.isdigit() or int(count) < 1:
-            raise BadInput(f"COUNT={count} is not a number of images: use a whole number of at least 1")
-        images = sample_images(data_dir, int(count))
-    elif not images.is_dir():
+    count = os.environ.get("COUNT") or "200"
+    if images is None and (not count.isdigit() or int(count) < 1):
+        raise BadInput(f"COUNT={count} is not a number of images: use a whole number of at least 1")
+    if images is not None and not images.is_dir():
         raise BadInput(f"IMAGES={images} is not a folder")
-    return images, weights, engine
+    conf = conf_from_env(deployment(images or data_dir / SAMPLE_IMAGES, weights))
+    if images is None:  # last: generating is the slow part, wasted if another input is bad
+        images = sample_images(data_dir, int(count))
+    return Inputs(images, weights, engine, conf)
 
 
 def explain_failure(log_path: Path, weights: str, command: str) -> None:
@@ -160,28 +209,31 @@ def today() -> datetime:
     return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def read_inputs() -> tuple[Path, Path, str, str]:
-    """DATA_DIR and the run's images, weights and engine; a bad one ends the program with its message."""
+def read_inputs(deployment_for: Callable[[Path], Deployment]) -> tuple[Path, Inputs]:
+    """DATA_DIR and the run's inputs, checked in the deployment ``deployment_for(DATA_DIR)`` gives;
+    a bad one ends the program with its message."""
     sys.stdout.reconfigure(line_buffering=True)  # progress lines interleave with errors in order
     data_dir = Path(os.environ.get("DATA_DIR") or ROOT / "data").resolve()
     try:
-        return (data_dir, *inputs_from_env(data_dir))
+        return data_dir, inputs_from_env(data_dir, deployment_for(data_dir))
     except BadInput as problem:
         print(problem, file=sys.stderr)
         sys.exit(2)
 
 
 def main() -> int:
-    data_dir, images, weights, engine = read_inputs()
+    data_dir, inputs = read_inputs(local_deployment)
+    images, weights, engine = inputs.images, inputs.weights, inputs.engine
 
     airflow_home = Path(os.environ.get("AIRFLOW_HOME") or ROOT / ".airflow")
     airflow_home.mkdir(parents=True, exist_ok=True)
     results = data_dir / "results"
-    environment = airflow_environment(airflow_home) | deployment_defaults(str(images), str(results), weights)
+    environment = airflow_environment(airflow_home) | local_deployment(data_dir)(images, weights)
     log_path = airflow_home / "demo.log"
-    print(f"Running {DAG_ID} on {images} with weights={weights}, engine={engine} (full log: {log_path})")
+    given = f", conf {json.dumps(inputs.conf)}" if inputs.conf else ""
+    print(f"Running {DAG_ID} on {images} with weights={weights}, engine={engine}{given} (full log: {log_path})")
     started = datetime.now(UTC)
-    code = run_dag(environment, today().isoformat(), {"engine": engine}, log_path)
+    code = run_dag(environment, today().isoformat(), {"engine": engine, **inputs.conf}, log_path)
 
     run_folder = folder_claimed_since(results, started)
     if code or run_folder is None or not (run_folder / REPORT_FILE).exists():
@@ -193,6 +245,8 @@ def main() -> int:
         print(f"\n{report['message']}; its outputs are current (this run's report: {run_folder / REPORT_FILE})")
         run_folder = results / report["unchanged_since"]
         report = json.loads((run_folder / REPORT_FILE).read_text())
+    elif report.get("changes"):
+        print("\nWhy this run computed: " + "; ".join(report["changes"]))
     print(summary(report, str(run_folder)))
     return 0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import signal
 from pathlib import Path
@@ -42,6 +43,7 @@ from scripts.compose_stack import (
     trigger_and_wait,
     unpause,
     wait_for_dag,
+    wait_until,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -289,6 +291,20 @@ def test_the_readme_consumer_dag_is_scheduled_on_the_features_asset():
     assert f'dag_id="{CONSUMER_DAG_ID}", schedule=[FRUIT_FEATURES]' in readme_consumer_dag()
 
 
+LATE_AFTER = "20s"  # FRUITFLOW_ALERT_LATE_AFTER: shorter than the triggered run, which is then late
+
+
+def logged_line(folders: list[Path], text: str) -> str | None:
+    """The first line holding ``text`` in the files under ``folders`` (services' output, Airflow's logs)."""
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                for line in path.read_text(errors="replace").splitlines():
+                    if text in line:
+                        return line
+    return None
+
+
 @pytest.mark.stack
 @pytest.mark.spark  # its scheduler's tasks start JVMs (spark-submit)
 def test_the_compose_services_run_the_dag_on_postgresql():
@@ -296,7 +312,7 @@ def test_the_compose_services_run_the_dag_on_postgresql():
         pytest.skip(f"needs {', '.join(missing)}: {APT_INSTALL}")
     from fruitflow.sample_images import generate_images
 
-    with ComposeStack() as stack:
+    with ComposeStack(variables={"AIRFLOW_UID": str(os.getuid()), "FRUITFLOW_ALERT_LATE_AFTER": LATE_AFTER}) as stack:
         stack.prepare_mounts()
         (stack.home / "dags" / f"{CONSUMER_DAG_ID}.py").write_text(readme_consumer_dag())
         stack.up()
@@ -319,6 +335,12 @@ def test_the_compose_services_run_the_dag_on_postgresql():
         states = {ti["task_id"]: ti["state"] for ti in api.task_instances(DAG_ID, run_id)}
         featurize_log = api.task_log(DAG_ID, run_id, "featurize", 1)
         stack.timings["run finished"] = stack.elapsed()
+        # Airflow's deadline alert, for real: the scheduler saw the run pass its deadline, and the
+        # triggerer ran the DAG's callback (no notifier is configured here: it logs the alert's subject).
+        late = f"fruitflow LATE: run {run_id} not finished after {LATE_AFTER}"
+        late_line = wait_until(
+            lambda: logged_line([stack.logs, stack.home / "logs"], late), 120, "the late alert", stack.alive()
+        )
         consumer = scheduled_run(api, CONSUMER_DAG_ID, 120, stack.alive(), run_type="asset_triggered")
         consumer_log = "\n".join(api.task_log(CONSUMER_DAG_ID, consumer["dag_run_id"], "train", 1))
         stack.timings["asset-triggered run finished"] = stack.elapsed()
@@ -331,12 +353,13 @@ def test_the_compose_services_run_the_dag_on_postgresql():
         marker = str(stack.root)
 
     assert nightly["state"] == "failed" and nightly_states["validate_params"] == "failed"
+    assert late in late_line
     assert f"no .jpg, .jpeg, .png files under {stack.home / 'data' / 'images'}" in nightly_log
     assert run["state"] == "success"
     assert states == dict.fromkeys(PIPELINE_TASKS, "success")
     assert report["status"] == "succeeded" and report["target"] == "local" and report["failed_task"] is None
     assert report["counts"] == {
-        "images": IMAGES, "featurised": IMAGES, "errors": 0, "error_share": 0.0, "csv_rows": IMAGES,
+        "images": IMAGES, "featurised": IMAGES, "errors": 0, "error_share": 0.0, "pca_rows": IMAGES, "csv_rows": IMAGES,
         "reused": 0, "new": IMAGES, "changed": 0, "removed": 0, "through_network": IMAGES,
     }  # fmt: skip
     assert report["inputs"]["images_uri"] == str(stack.home / "data" / "images")  # the file's FRUITFLOW_IMAGES_URI

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from fruitflow_pipeline.run_folder import MARKER
-from scripts.demo import DAG_ID, BadInput, folder_claimed_since, inputs_from_env, progress
+from rehearsal.__main__ import bucket_deployment
+from scripts.demo import DAG_ID, BadInput, folder_claimed_since, inputs_from_env, local_deployment, progress
 
 STARTED = datetime(2026, 12, 5, 12, 34, 35, 844176, tzinfo=UTC)
 
@@ -52,13 +53,35 @@ def test_a_task_that_fails_shows_its_reason_not_only_the_logs_path():
         ({"COUNT": "2OO"}, "COUNT=2OO is not a number of images: use a whole number of at least 1"),
         ({"COUNT": "0"}, "COUNT=0 is not a number of images"),
         ({"IMAGES": "/no/such/folder"}, "IMAGES=/no/such/folder is not a folder"),
+        ({"CONF": "{max_error_share: 0.2}"}, "CONF is not JSON: Expecting property name"),
+        ({"CONF": "[0.2]"}, "CONF must be a JSON object of params"),
+        ({"CONF": '{"max_error_share": 2}'}, "would be refused: Invalid input for param max_error_share"),
+        ({"CONF": '{"max_error_shares": 0.2}'}, r"would be refused: conf: unknown key\(s\) max_error_shares"),
+        ({"CONF": '{"engine": "tensorflow"}'}, "CONF sets engine: give ENGINE= instead"),
+        ({"CONF": '{"core_instance_count": 3}'}, r"unknown key\(s\) core_instance_count"),  # an EMR param
     ],
 )
 def test_a_bad_setting_is_named_before_any_sample_image_is_generated(settings, message, tmp_path, monkeypatch):
-    for name in ("IMAGES", "COUNT", "WEIGHTS", "ENGINE"):
+    for name in ("IMAGES", "COUNT", "WEIGHTS", "ENGINE", "CONF"):
         monkeypatch.delenv(name, raising=False)
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(BadInput, match=message):
-        inputs_from_env(tmp_path)
+        inputs_from_env(tmp_path, local_deployment(tmp_path))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("deployment", "conf"),
+    [
+        (local_deployment, {"max_error_share": 0.2, "variance": 0.9}),
+        (bucket_deployment, {"max_error_share": 0.2, "core_instance_count": 3}),
+    ],
+)
+def test_conf_reaches_the_run_as_a_trigger_would_give_it(deployment, conf, tmp_path, monkeypatch):
+    for name in ("IMAGES", "WEIGHTS", "ENGINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COUNT", "3")
+    monkeypatch.setenv("CONF", json.dumps(conf))
+    inputs = inputs_from_env(tmp_path, deployment(tmp_path))
+    assert (inputs.conf, inputs.engine, len(list(inputs.images.rglob("*.jpg")))) == (conf, "onnx", 3)

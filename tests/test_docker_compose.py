@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from fruitflow_pipeline.settings import EmrSettings, Settings, Target
+from scripts.compose_stack import interpolate
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -123,8 +124,8 @@ def test_pipeline_runs_locally_on_the_mounted_folders():
     for name in ("FRUITFLOW_IMAGES_URI", "FRUITFLOW_RESULTS_URI"):
         assert Path(variables[name]).is_relative_to(MOUNTS["./data"]), name
     assert variables["FRUITFLOW_IMAGES_URI"] != variables["FRUITFLOW_RESULTS_URI"]
-    # The pipeline's own settings accept the values.
-    settings = Settings.from_env(variables)
+    # The pipeline's own settings accept the values, as Compose interpolates them with nothing set.
+    settings = Settings.from_env({name: interpolate(value, {}) for name, value in variables.items()})
     assert settings.target is Target.LOCAL
     assert settings.local.spark_master == "local[*]"
     assert settings.jobs_dir == Path(MOUNTS["./spark_jobs"])

@@ -78,7 +78,8 @@ def test_make_demo_runs_the_dag_and_reports_where_the_results_are(tmp_path, seed
                 WEIGHTS="random"))  # fmt: skip
     (second,) = run_folder.parent.glob(f"{run_folder.name}-*")
     assert json.loads((second / "report.json").read_text())["status"] == "unchanged"
-    assert f"unchanged since {run_folder.name}: same images and params, nothing to compute" in again.stdout
+    unchanged = f"unchanged since {run_folder.name}: same images, params, weights and jobs' code; nothing to compute"
+    assert unchanged in again.stdout
     assert "featurize" not in again.stdout
     assert "images:  12 read, 12 featurised" in again.stdout
     assert f"CSV:     {run_folder / 'pca_features.csv'}" in again.stdout

@@ -59,8 +59,7 @@ def _spark_configurations(emr: EmrSettings, executors: ExecutorPlan) -> list[dic
                 # The Python workers (TensorFlow, decoded images) live in each executor's overhead.
                 **executors.spark_defaults(),
                 "spark.driver.memory": "4g",
-                # The PCA job collects up to 64 partial moments of 1280 x 1280 doubles (13 MB each,
-                # 840 MB in all): over half of Spark's 1g default. 2g leaves room, within the 4g driver.
+                # Room for PCA's partials, collected to the 4g driver (docs/decisions/0008-pca-partials.md).
                 "spark.driver.maxResultSize": "2g",
                 "spark.python.worker.reuse": "true",
                 "spark.sql.adaptive.enabled": "true",

@@ -95,12 +95,11 @@ def dag_params(settings: Settings) -> dict[str, Param]:
         ),
         "engine": Param(
             DEFAULT_ENGINE, type="string", enum=list(ENGINES), title="Inference engine",
-            description=f"'{ENGINE_ONNX}': ONNX Runtime, the same network converted once (cached under "
-            f"<results>/_models/), about twice as fast; '{ENGINE_OPENVINO}': OpenVINO (f32) on that same "
-            f"converted network (README, 'Benchmark'); '{ENGINE_OPENVINO_BF16}': OpenVINO in bf16, an opt-in, "
-            "faster where the CPU has bf16 (features within 0.6 % of f32's largest value where measured), "
-            "f32 where it lacks it; "
-            f"'{ENGINE_TENSORFLOW}': the reference.",
+            description=f"'{ENGINE_ONNX}': ONNX Runtime on the network converted once (cached under "
+            f"<results>/_models/); '{ENGINE_OPENVINO}': OpenVINO (f32) on that same converted network; "
+            f"'{ENGINE_OPENVINO_BF16}': OpenVINO in bf16 where the CPU has it, else f32, its features close to "
+            f"f32's but not equal; '{ENGINE_TENSORFLOW}': the reference. Another engine than the last run's "
+            "featurises every image again. How they compare: docs/decisions/0010-default-engine.md.",
         ),
         "batch_size": Param(
             DEFAULT_BATCH_SIZE, type="integer", minimum=1, maximum=1024, title="Batch size",

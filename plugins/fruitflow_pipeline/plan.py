@@ -22,7 +22,7 @@ from airflow.sdk.exceptions import ParamValidationError
 from fruitflow.contract import WEIGHTS_IMAGENET
 from fruitflow_pipeline.cluster import job_flow_spec
 from fruitflow_pipeline.code_bundle import code_version
-from fruitflow_pipeline.params import InvalidParams, anywhere_warning, dag_params, plan_run
+from fruitflow_pipeline.params import InvalidParams, ValidatedRun, anywhere_warning, dag_params, plan_run
 from fruitflow_pipeline.run import run_key
 from fruitflow_pipeline.settings import SettingError, Settings, Target
 from fruitflow_pipeline.steps import PIPELINE, emr_step, local_command
@@ -42,11 +42,28 @@ def deployment_warnings(settings: Settings, weights: str) -> list[str]:
     return warnings
 
 
-def render_plan(settings: Settings, conf: dict, moment: datetime) -> str:
-    """The plan as text; raises InvalidParams or ParamValidationError for a conf a trigger would refuse."""
+def plan_for_conf(settings: Settings, conf: dict, moment: datetime) -> ValidatedRun:
+    """The run a trigger with ``conf`` would plan, checked by the trigger form's schema and
+    validate_params' rules; raises InvalidParams or ParamValidationError where a trigger would be refused."""
     params = ParamsDict(dag_params(settings))
     params.update(conf)
-    validated = plan_run(params.validate(), conf, settings, code_version(settings.jobs_dir), run_key(moment))
+    return plan_run(params.validate(), conf, settings, code_version(settings.jobs_dir), run_key(moment))
+
+
+def conf_from_json(text: str) -> dict:
+    """A trigger's conf given as JSON text; ValueError saying what is wrong with it."""
+    try:
+        conf = json.loads(text)
+    except json.JSONDecodeError as problem:
+        raise ValueError(f"is not JSON: {problem}") from None
+    if not isinstance(conf, dict):
+        raise ValueError("must be a JSON object of params, such as '{\"max_error_share\": 0.2}'")
+    return conf
+
+
+def render_plan(settings: Settings, conf: dict, moment: datetime) -> str:
+    """The plan as text; raises InvalidParams or ParamValidationError for a conf a trigger would refuse."""
+    validated = plan_for_conf(settings, conf, moment)
     run = validated.run
     lines = [
         f"fruitflow plan: target {settings.target.value}, run {run.key}, code version {run.code_version}",
@@ -80,11 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conf", default="{}", help="the trigger's conf, as JSON (default: {}, the nightly run)")
     args = parser.parse_args(argv)
     try:
-        conf = json.loads(args.conf)
-    except json.JSONDecodeError as problem:
-        parser.error(f"--conf is not JSON: {problem}")
-    if not isinstance(conf, dict):
-        parser.error("--conf must be a JSON object of params")
+        conf = conf_from_json(args.conf)
+    except ValueError as problem:
+        parser.error(f"--conf {problem}")
     try:
         print(render_plan(Settings.from_env(), conf, datetime.now(UTC)))
     except (InvalidParams, ParamValidationError, SettingError) as problem:

@@ -22,20 +22,15 @@ td.number { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f6f8fa; padding: 0.8em; white-space: pre-wrap; word-break: break-word; }
 img { max-width: 100%; border: 1px solid #d0d7de; margin: 0.4em 0; }
 .problem { color: #cf222e; }
+.headline { font-size: 1.1em; padding: 0.6em 0.8em; background: #f6f8fa; border-left: 0.3em solid; }
 """
 
 
-def first_error_rows(parquet_parts: list[bytes], limit: int = ERROR_ROWS) -> list[dict]:
-    """(path, error) of the first ``limit`` rows of the errors Parquet, read part by part."""
+def first_error_rows(parquet_part: bytes, limit: int = ERROR_ROWS) -> list[dict]:
+    """(path, error) of the first ``limit`` rows of one part of the errors Parquet."""
     import pyarrow.parquet as pq
 
-    rows: list[dict] = []
-    for part in parquet_parts:
-        table = pq.read_table(io.BytesIO(part), columns=["path", "error"])
-        rows += table.slice(0, limit - len(rows)).to_pylist()
-        if len(rows) >= limit:
-            break
-    return rows
+    return pq.read_table(io.BytesIO(parquet_part), columns=["path", "error"]).slice(0, limit).to_pylist()
 
 
 def _table(rows: list[tuple], header: tuple | None = None) -> str:
@@ -70,6 +65,35 @@ def _picture(title: str, png: bytes | None) -> str:
     )
 
 
+def headline(report: dict) -> str:
+    """What happened and what to do, in one line of text: the first thing report.html says."""
+    status = report["status"]
+    if status == "failed":
+        task = report.get("failed_task") or "a task"
+        reason = report.get("error_line") or "no error recorded: see the task log"
+        return f"Failed at {task}: {reason}. What to do: {report.get('advice') or 'read the task log'}."
+    if status == "unchanged":
+        return f"Nothing to do: unchanged since {report.get('unchanged_since')}, no cluster started."
+    counts, pca = report.get("counts", {}), report.get("pca", {})
+    return (
+        f"Succeeded: {counts.get('featurised')} of {counts.get('images')} images featurised, "
+        f"k = {pca.get('k')} components. Nothing to do."
+    )
+
+
+def _headline(report: dict) -> list[str]:
+    colour = STATUS_COLOURS.get(report["status"], "#57606a")
+    parts = [f"<p class=headline style='border-color:{colour}'>{escape(headline(report))}</p>"]
+    clusters = report.get("clusters")
+    if clusters:
+        ended = [
+            f"{cluster['id']} {cluster['state']}" + (f" ({cluster['reason']})" if cluster.get("reason") else "")
+            for cluster in clusters
+        ]
+        parts.append(f"<p>Clusters this run started: {escape('; '.join(ended))}</p>")
+    return parts
+
+
 def _outcome(report: dict) -> list[str]:
     parts = []
     if report.get("message"):
@@ -77,6 +101,10 @@ def _outcome(report: dict) -> list[str]:
     if report.get("unchanged_since"):
         previous = escape(report["unchanged_since"])
         parts.append(f"<p>That run's report: <a href='../{previous}/report.html'>{previous}/report.html</a></p>")
+    if report.get("changes"):
+        parts.append(
+            "<p>Why it ran:</p><ul>" + "".join(f"<li>{escape(line)}</li>" for line in report["changes"]) + "</ul>"
+        )
     if report.get("failed_task"):
         parts.append(f"<h2>What failed</h2><p>Task <b>{escape(report['failed_task'])}</b>:</p>")
         parts.append(f"<pre>{escape(report.get('error') or 'no error recorded: see the task log')}</pre>")
@@ -186,6 +214,7 @@ def render_report_html(report: dict, pictures: Mapping[str, bytes | None], error
     body = [
         f"<h1>fruitflow run {escape(report['run'])} "
         f"<span class=status style='background:{colour}'>{escape(status)}</span></h1>",
+        *_headline(report),
         _table(overview),
         *_outcome(report),
         *_counts(report, error_rows),
@@ -204,13 +233,16 @@ def render_report_html(report: dict, pictures: Mapping[str, bytes | None], error
 
 def report_html_for(report: dict, run: PipelineRun, storage: Storage) -> str:
     """``render_report_html`` with what the run left in its folder: its two pictures, and the first
-    rows of its errors Parquet when it has error rows."""
+    rows of its errors Parquet when it has error rows, from one part: the largest, which holds rows
+    wherever any part does (an empty part is its schema alone)."""
     pictures = {
         name: storage.read_bytes(uri) if storage.exists(uri) else None
         for name, uri in (("explained_variance", run.plot_uri), ("scatter", run.scatter_uri))
     }
     error_rows = []
     if report.get("counts", {}).get("errors"):
-        parts = sorted(f.path for f in storage.files_under(run.errors_uri) if f.path.endswith(".parquet"))
-        error_rows = first_error_rows([storage.read_bytes(f"{run.errors_uri}/{part}") for part in parts])
+        parts = [listed for listed in storage.files_under(run.errors_uri) if listed.path.endswith(".parquet")]
+        if parts:
+            largest = max(parts, key=lambda listed: (listed.size, listed.path))
+            error_rows = first_error_rows(storage.read_bytes(f"{run.errors_uri}/{largest.path}"))
     return render_report_html(report, pictures, error_rows)

@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import unquote
@@ -176,6 +177,50 @@ def hourly_prices_from(raw: str) -> dict[str, float]:
     return {key: float(price) for key, price in prices.items()}
 
 
+SNS_TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]{1,256}(\.fifo)?")
+DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def sns_topic_arn_from(raw: str) -> str:
+    """FRUITFLOW_ALERT_SNS_TOPIC_ARN: empty, or a standard SNS topic's ARN."""
+    if not raw:
+        return raw
+    match = SNS_TOPIC_ARN.fullmatch(raw)
+    if not match:
+        raise SettingError(
+            f"FRUITFLOW_ALERT_SNS_TOPIC_ARN={raw!r} is not an SNS topic ARN "
+            "(arn:aws:sns:<region>:<12-digit account>:<topic name>)"
+        )
+    if match.group(1):
+        raise SettingError(
+            f"FRUITFLOW_ALERT_SNS_TOPIC_ARN={raw!r} is a FIFO topic: give a standard topic "
+            "(a FIFO topic needs a message group id, which the SNS notifier does not send)"
+        )
+    return raw
+
+
+def duration_from(name: str, raw: str) -> timedelta:
+    """A positive duration written as hours, minutes and seconds: ``4h``, ``90m``, ``1h30m``, ``45s``."""
+    match = DURATION.fullmatch(raw.replace(" ", "").lower())
+    if not raw or not match or not any(match.groups()):
+        raise SettingError(f"FRUITFLOW_{name}={raw!r} must be a duration such as 4h, 90m or 1h30m")
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    duration = timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    if not duration:
+        raise SettingError(f"FRUITFLOW_{name}={raw!r} must be longer than zero")
+    return duration
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Who hears about a night, and when (fruitflow_pipeline.alerts)."""
+
+    sns_topic_arn: str = ""  # empty: no SNS alerts
+    # A run not finished this long after it was queued alerts once (Airflow's deadline alerts); None: never.
+    late_after: timedelta | None = None
+    on_success: bool = False  # a one-line summary of each good or unchanged night too
+
+
 @dataclass(frozen=True)
 class EmrSettings:
     release_label: str = "emr-7.10.0"  # Spark 3.5.5, Python 3.11: matches pyspark in requirements.txt
@@ -187,26 +232,21 @@ class EmrSettings:
     idle_timeout_seconds: int = idle_timeout_for(DEFAULT_POKE_INTERVAL_SECONDS)
     python: str = "/usr/bin/python3.11"
     wheelhouse_uri: str = ""  # empty: the nodes install from PyPI
-    # EMR 6.10+ gives each node a 15 GiB root volume (10-100 GiB allowed; EMR Management Guide,
-    # "Customizing the Amazon EBS root device volume"): the OS and EMR's applications fill most of
-    # it, and the bootstrap installs about 1.7 GB of Python packages there. 30 GiB leaves room.
+    # EMR's default root volume is too small for the bootstrap's packages (docs/decisions/0002-emr-root-volume.md).
     root_volume_gib: int = 30
     # FRUITFLOW_EMR_HOURLY_PRICES: EC2 + EMR price per hour, "<type>" (on-demand) or "<type>:SPOT", in the
     # deployment's region and currency; the report estimates a run's cost only from these.
     hourly_prices: Mapping[str, float] = field(default_factory=dict)
+    # How long a watcher waits for a failed step's stdout.gz to reach S3 (step_logs): one of EMR's
+    # five-minute copies, and half a minute more.
+    step_log_wait_seconds: float = 330.0
 
 
 @dataclass(frozen=True)
 class LocalSettings:
     spark_master: str = "local[*]"
     driver_memory: str = "4g"
-    # The driver's live data is small: the serial collector keeps the heap near it, where G1 grew
-    # it to 1.4 GB on 10,000 images (0.8 GB serial; README, "Benchmark"), and 2 cores gain nothing
-    # from GC threads. The free ratios (HotSpot's defaults are 40 and 70 %) keep the heap from
-    # growing far past its live data as the bucket grows: the driver JVM of a 1 % night on 90,000
-    # images peaked at 1.1 GB instead of 1.5 GB, in the same time. Full tiered JIT, not C1 alone:
-    # the Parquet writer encodes every float of the features in the JVM, and rewriting 90,000
-    # images' features took 25 s with C1 alone against 10 s; C1 alone started a small step 1.5 s sooner.
+    # Serial GC, small free ratios: the heap stays near the driver's live data (docs/decisions/0001-driver-jvm.md).
     driver_java_options: str = "-XX:+UseSerialGC -XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=20"
     python: str = sys.executable
     spark_submit: str = ""  # empty: the spark-submit shipped inside the pyspark package
@@ -238,6 +278,7 @@ class Settings:
     # Where a run may read and write (FRUITFLOW_ALLOWED_URIS), as allowed_prefix gives them once
     # built: empty, the locations of the defaults above; (ANYWHERE,), anywhere.
     allowed_uris: tuple[str, ...] = ()
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     def __post_init__(self):
         # The defaults of the params a nightly run uses: placeholders unless the deployment says.
@@ -349,6 +390,7 @@ class Settings:
                 python=text("EMR_PYTHON", emr.python),
                 wheelhouse_uri=wheelhouse_uri,
                 hourly_prices=hourly_prices,
+                step_log_wait_seconds=number("EMR_STEP_LOG_WAIT_SECONDS", emr.step_log_wait_seconds, float),
             ),
             local=LocalSettings(
                 spark_master=text("SPARK_MASTER", local.spark_master),
@@ -363,4 +405,11 @@ class Settings:
                 dry_run=flag("RETENTION_DRY_RUN"),
             ),
             allowed_uris=allowed_uris,
+            alerts=AlertSettings(
+                sns_topic_arn=sns_topic_arn_from(text("ALERT_SNS_TOPIC_ARN")),
+                late_after=duration_from("ALERT_LATE_AFTER", text("ALERT_LATE_AFTER"))
+                if text("ALERT_LATE_AFTER")
+                else None,
+                on_success=flag("ALERT_ON_SUCCESS"),
+            ),
         )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from fruitflow_pipeline.settings import (
     AIRFLOW_SECTION,
     DEFAULT_POKE_INTERVAL_SECONDS,
+    AlertSettings,
     EmrSettings,
     LocalSettings,
     RetentionSettings,
@@ -38,7 +39,8 @@ def _code(value: object) -> str:
     return f"`{value}`"
 
 
-_emr, _local, _retention, _settings = EmrSettings(), LocalSettings(), RetentionSettings(), Settings()
+_emr, _local, _retention, _alert = EmrSettings(), LocalSettings(), RetentionSettings(), AlertSettings()
+_settings = Settings()
 _timeouts = _settings.timeout_minutes
 
 SETTINGS: tuple[Setting, ...] = (
@@ -113,6 +115,12 @@ SETTINGS: tuple[Setting, ...] = (
         "(`<type>` on demand, `<type>:SPOT` spot); `report.json` estimates each EMR run's cost from it",
     ),
     Setting(
+        "EMR_STEP_LOG_WAIT_SECONDS",
+        _code(f"{_emr.step_log_wait_seconds:g}"),
+        "how long a watcher waits for a failed step's `stdout.gz` to reach S3 before it gives up and names "
+        'the folder ("On call")',
+    ),
+    Setting(
         "EMR_WHEELHOUSE_URI",
         "(none: PyPI)",
         "`s3://` folder of the wheels `make wheelhouse` downloads: the nodes install from it alone, "
@@ -132,6 +140,23 @@ SETTINGS: tuple[Setting, ...] = (
         "RETENTION_DRY_RUN",
         _code(str(_retention.dry_run).lower()),
         "`true`: log what retention would delete, delete nothing",
+    ),
+    Setting(
+        "ALERT_SNS_TOPIC_ARN",
+        "(none: no alerts)",
+        "standard (not FIFO) SNS topic the alerts are published to, through `FRUITFLOW_AWS_CONN_ID` (which needs "
+        '`sns:Publish` on it): a failed run, a cluster left running, a late night ("On call")',
+    ),
+    Setting(
+        "ALERT_LATE_AFTER",
+        "(none: no late alert)",
+        "a duration (`4h`, `90m`, `1h30m`): a run not finished this long after it was queued alerts once, "
+        "through Airflow's deadline alerts (needs a triggerer)",
+    ),
+    Setting(
+        "ALERT_ON_SUCCESS",
+        _code(str(_alert.on_success).lower()),
+        "`true`: a good or unchanged night sends a one-line summary too (counts, k, cost)",
     ),
     Setting("SPARK_MASTER", _code(_local.spark_master), "Spark master of the local target"),
     Setting("SPARK_DRIVER_MEMORY", _code(_local.driver_memory), "driver memory of the local target"),

@@ -36,13 +36,8 @@ INSTANCE_TYPES = {
     "r5.2xlarge": InstanceType(8, 57344),
     "r5.4xlarge": InstanceType(16, 122880),
 }
-# Peak RSS of one featurize Python worker (2 threads) inside the job, measured on the local target:
-# ONNX Runtime 632 MB at batch 32 and 1,002 MB at 64 (414 MB at 16, below the line); TensorFlow
-# (oneDNN on) 1,020 MB at batch 16 and 1,875 MB at 64. The activations of a batch dominate: per
-# engine, a line through both points, rounded up: (MB without a batch, MB per image of the batch).
-# OpenVINO (f32) 444 MB at batch 16 and 857 MB at 64 (400 images, the same run's ONNX Runtime workers
-# 419 MB and 1,167 MB). OpenVINO in bf16 took 365 MB and 631 MB, but it is sized as f32: on a CPU
-# without bf16 it runs f32, and none of INSTANCE_TYPES (Skylake to Ice Lake Xeons) has bf16.
+# A featurize Python worker's peak memory per engine: (MB without a batch, MB per image of the batch), a line
+# through two batch sizes measured in the job; bf16 sized as f32 (docs/decisions/0009-executor-sizing.md).
 WORKER_MEMORY_MB = {
     ENGINE_ONNX: (260, 12),
     ENGINE_OPENVINO: (310, 9),
@@ -85,10 +80,7 @@ class ExecutorPlan:
 
     def spark_defaults(self) -> dict[str, str]:
         return {
-            # Unset, Spark's default parallelism is the cores of the executors registered so far, at
-            # least 2 (Spark configuration, "spark.default.parallelism"): under YARN's dynamic
-            # allocation that is what a job sees when it starts. PCA's fit runs one task per unit of
-            # it, and file scans split into at least that many tasks.
+            # Unset, it is whatever cores YARN registered when a job starts (docs/decisions/0009-executor-sizing.md).
             "spark.default.parallelism": str(self.task_slots),
             "spark.executor.cores": str(self.executor_cores),
             "spark.executor.memory": f"{self.heap_mb}m",

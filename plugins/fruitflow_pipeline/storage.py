@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import codecs
-import csv
+import hashlib
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,8 +26,10 @@ class Storage(Protocol):
     def files_under(self, uri: str) -> Iterator[ListedFile]: ...
     def read_text(self, uri: str) -> str: ...
     def read_bytes(self, uri: str) -> bytes: ...
+    def read_head(self, uri: str, max_bytes: int) -> bytes: ...
+    def size(self, uri: str) -> int | None: ...
+    def fingerprint(self, uri: str) -> str: ...
     def write_text(self, uri: str, text: str) -> None: ...
-    def csv_rows(self, uri: str) -> Iterator[list[str]]: ...
     def upload(self, files: tuple[Path, ...], folder_uri: str) -> None: ...
     def delete_folder(self, uri: str) -> None: ...
 
@@ -56,14 +57,23 @@ class LocalStorage:
     def read_bytes(self, uri: str) -> bytes:
         return local_path(uri).read_bytes()
 
+    def read_head(self, uri: str, max_bytes: int) -> bytes:
+        with local_path(uri).open("rb") as handle:
+            return handle.read(max_bytes)
+
+    def size(self, uri: str) -> int | None:
+        path = local_path(uri)
+        return path.stat().st_size if path.is_file() else None
+
+    def fingerprint(self, uri: str) -> str:
+        """The file's content, as its SHA-256 (a weights file: megabytes, read once a night)."""
+        with local_path(uri).open("rb") as handle:
+            return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
+
     def write_text(self, uri: str, text: str) -> None:
         path = local_path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-
-    def csv_rows(self, uri: str) -> Iterator[list[str]]:
-        with local_path(uri).open(newline="", encoding="utf-8") as handle:
-            yield from csv.reader(handle)
 
     def upload(self, files: tuple[Path, ...], folder_uri: str) -> None:
         folder = local_path(folder_uri)
@@ -115,18 +125,31 @@ class S3Storage:
         bucket, key = self._split(uri)
         return self.hook.get_key(key, bucket).get()["Body"].read()
 
+    def read_head(self, uri: str, max_bytes: int) -> bytes:
+        """The object's first ``max_bytes`` bytes, in one ranged GET: the rest is never transferred."""
+        bucket, key = self._split(uri)
+        response = self.hook.get_conn().get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{max_bytes - 1}")
+        return response["Body"].read()
+
+    def _head(self, uri: str) -> dict | None:
+        bucket, key = self._split(uri)
+        return self.hook.head_object(key, bucket)
+
+    def size(self, uri: str) -> int | None:
+        head = self._head(uri)
+        return head["ContentLength"] if head else None
+
+    def fingerprint(self, uri: str) -> str:
+        """The object's ETag and size, from one HEAD request: any rewrite of it changes the ETag, and
+        nothing is downloaded."""
+        head = self._head(uri)
+        if head is None:
+            raise FileNotFoundError(f"{uri} does not exist")
+        return f"etag:{head['ETag'].strip(chr(34))} bytes:{head['ContentLength']}"
+
     def write_text(self, uri: str, text: str) -> None:
         bucket, key = self._split(uri)
         self.hook.load_string(text, key, bucket, replace=True)
-
-    def csv_rows(self, uri: str) -> Iterator[list[str]]:
-        """Streamed: a CSV of any size is read without holding it in memory."""
-        bucket, key = self._split(uri)
-        body = self.hook.get_key(key, bucket).get()["Body"]
-        try:
-            yield from csv.reader(codecs.getreader("utf-8")(body))
-        finally:
-            body.close()
 
     def upload(self, files: tuple[Path, ...], folder_uri: str) -> None:
         bucket, prefix = self._split(join_uri(folder_uri, ""))

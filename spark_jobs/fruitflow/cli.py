@@ -17,29 +17,13 @@ log = logging.getLogger("fruitflow")
 
 Arguments = TypeVar("Arguments", bound=JobArguments)
 
-# Spark sizes a Tungsten memory page as execution memory / cores / 16, capped at 64 MB
-# (MemoryManager.defaultPageSizeBytes; SPARK-9411 made it spark.buffer.pageSize): 64 MB with the
-# local 4 GB driver and on EMR's executors. A pandas UDF queues its input rows in such pages until
-# the Python worker returns them, and a task with more rows in flight takes more pages: PCA's
-# driver JVM on 90,000 images peaked at 1.22-1.33 GB with 64 MB pages and 0.89-1.13 GB with 1 MB
-# pages (four runs each; README, "At Fruits-360's size"). A record larger than a page gets a page
-# of its own size.
-#
-# A DISK_ONLY block is written through Java serialization, whose stream keeps a reference to every
-# object it wrote until it is reset, every 100 objects by default (spark.serializer.objectStreamReset):
-# each cached batch of a partition then stays on the heap until the whole partition is on disk, and a
-# partition grows with the bucket. Reset after each object, a batch goes once it is written.
-#
-# Parquet holds a whole row group in memory, writing it (until the group is flushed) and reading it
-# (every page of the column chunk), and a row group grows with its file up to parquet.block.size,
-# 128 MB by default: 40 MB files on 90,000 images, 5 MB on 10,000. 2 MB groups bound both.
-# PCA's driver JVM on 90,000 synthetic 1280-d rows: 1.44 GB as before, 0.97 GB with the reset,
-# 0.78 GB with 8 MB groups too, the same as on 10,000 rows (0.77-0.80 GB). export_csv, which reads
-# 8 MB groups of PCA's output on 90,000 images and 3 MB ones on 10,000, peaked at 700 MB and
-# 545 MB; 590 MB and 520 MB with 2 MB groups, no slower (README, "At Fruits-360's size").
+# Each keeps a job's memory from growing with the bucket.
 SESSION_DEFAULTS = {
+    # Small memory pages, as a pandas UDF queues its input rows in them (docs/decisions/0003-spark-page-size.md).
     "spark.buffer.pageSize": "1m",
+    # Java serialization drops each cached batch once on disk (docs/decisions/0004-java-serialization-reset.md).
     "spark.serializer.objectStreamReset": "1",
+    # Small row groups, as Parquet holds a whole one in memory (docs/decisions/0005-parquet-row-groups.md).
     "spark.hadoop.parquet.block.size": str(2 * 1024 * 1024),
 }
 

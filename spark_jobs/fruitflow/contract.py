@@ -15,15 +15,13 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, Self
 
 DEFAULT_VARIANCE = 0.95
-# The activations of a batch dominate a Python worker's memory; the network runs as fast at 8, 16
-# or 32 images per pass with both engines (2,000 images in the job: 24 s at each). 16 keeps a
-# worker at 0.41 GB, against 0.63 GB at 32: README, "Benchmark".
+# As fast as larger batches, in less memory per Python worker (docs/decisions/0006-featurize-batch-size.md).
 DEFAULT_BATCH_SIZE = 16
 WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_RANDOM = "random"
 # The same MobileNetV2 run by ONNX Runtime or OpenVINO (both run the model converted to ONNX on the
 # driver) or by TensorFlow (the reference). OpenVINO in bf16 is an engine of its own, never a default:
-# its features differ from f32's (README, "Benchmark"), and the engine is in the features' identity.
+# its features differ from f32's, and the engine is in their identity (docs/decisions/0010-default-engine.md).
 ENGINE_ONNX = "onnx"
 ENGINE_OPENVINO = "openvino"
 ENGINE_OPENVINO_BF16 = "openvino-bf16"
@@ -31,7 +29,7 @@ ENGINE_TENSORFLOW = "tensorflow"
 ENGINES = (ENGINE_ONNX, ENGINE_OPENVINO, ENGINE_OPENVINO_BF16, ENGINE_TENSORFLOW)
 # The engines whose workers run the converted ONNX model (one cache, one key) and never import TensorFlow.
 ONNX_MODEL_ENGINES = (ENGINE_ONNX, ENGINE_OPENVINO, ENGINE_OPENVINO_BF16)
-DEFAULT_ENGINE = ENGINE_ONNX  # measured faster: README, "Benchmark"
+DEFAULT_ENGINE = ENGINE_ONNX  # the faster f32 engine (docs/decisions/0010-default-engine.md)
 # Beside the features Parquet (readers skip "_" files): what computed them, so that a later run
 # knows whether their rows can be carried over.
 FEATURES_IDENTITY_FILE = "_model.json"
@@ -199,6 +197,11 @@ class PcaArguments(JobArguments):
     )
 
 
+def csv_columns(k: int) -> list[str]:
+    """The CSV's header: path, label, then one column per kept component."""
+    return ["path", "label", *[f"pc_{index}" for index in range(1, k + 1)]]
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportCsvArguments(JobArguments):
     job = "export_csv"
@@ -210,7 +213,8 @@ class ExportCsvArguments(JobArguments):
 
 @dataclass(frozen=True, kw_only=True)
 class JsonRecord:
-    """A small JSON file one side writes and the other reads: a key missing on read is an error."""
+    """A small JSON file one side writes and the other reads: a key missing on read is an error,
+    unless its field has a default (a field added later, absent from files written before)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -221,7 +225,11 @@ class JsonRecord:
     @classmethod
     def from_json(cls, text: str) -> Self:
         data = json.loads(text)
-        return cls(**{spec.name: data[spec.name] for spec in fields(cls)})
+        return cls(**{spec.name: data[spec.name] for spec in fields(cls) if spec.name in data or _required(spec)})
+
+
+def _required(spec) -> bool:
+    return spec.default is MISSING and spec.default_factory is MISSING
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,6 +280,7 @@ class PcaMetrics(JobMetrics):
 class ExportCsvMetrics(JobMetrics):
     rows: int
     components: int
+    bytes: int  # the CSV's size as written: the DAG checks the file against it without reading its rows
 
 
 @dataclass(frozen=True, kw_only=True)

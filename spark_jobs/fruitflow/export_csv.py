@@ -12,18 +12,12 @@ from collections.abc import Sequence
 
 from fruitflow import hadoop_fs
 from fruitflow.cli import JobError, run_job
-from fruitflow.contract import ExportCsvArguments, ExportCsvMetrics
+from fruitflow.contract import ExportCsvArguments, ExportCsvMetrics, csv_columns
 
 ARGUMENTS = ExportCsvArguments
 
-# Rows per sorted part. One task sorting every row held the whole table on its heap (190 MB of
-# live data on 90,000 images, none on 10,000); a part of at most this many rows is sorted alone,
-# so the sort's memory is the same for any bucket.
+# Rows per sorted part: the sort's memory is the same for any bucket (docs/decisions/0012-csv-sorted-parts.md).
 ROWS_PER_PART = 5000
-
-
-def component_columns(k: int) -> list[str]:
-    return [f"pc_{index}" for index in range(1, k + 1)]
 
 
 def extract_pca(spark, args: ExportCsvArguments):
@@ -53,12 +47,12 @@ def transform(reduced, k: int, written):
         F.max(F.size("pca")).alias("longest"),
     )
     return observed.select(
-        "path", "label", *[F.col("pca")[index].alias(name) for index, name in enumerate(component_columns(k))]
+        "path", "label", *[F.col("pca")[index].alias(name) for index, name in enumerate(csv_columns(k)[2:])]
     )
 
 
 def load(spark, reduced, k: int, written, args: ExportCsvArguments) -> dict:
-    """One CSV file at --output, sorted by path; the observed shape.
+    """One CSV file at --output, sorted by path; the observed shape and the file's size.
 
     Range-partitioned by path into parts of about ``ROWS_PER_PART`` rows, each sorted by its own
     task, written without a header, then joined in order behind one header line.
@@ -76,9 +70,10 @@ def load(spark, reduced, k: int, written, args: ExportCsvArguments) -> dict:
     if shape["shortest"] != shape["longest"]:
         hadoop_fs.delete(spark, staging)
         raise JobError(f"PCA vectors in {args.pca} differ in length ({shape['shortest']} to {shape['longest']})")
-    header = ",".join(["path", "label", *component_columns(k)]) + "\n"
+    header = ",".join(csv_columns(k)) + "\n"
     hadoop_fs.concatenate_parts(spark, staging, ".csv", args.output, header.encode())
-    return shape
+    size, _ = hadoop_fs.file_status(spark, args.output)
+    return {**shape, "bytes": size}
 
 
 def run(spark, args: ExportCsvArguments) -> ExportCsvMetrics:
@@ -87,7 +82,7 @@ def run(spark, args: ExportCsvArguments) -> ExportCsvMetrics:
     reduced, k = extract_pca(spark, args)
     written = Observation("csv")
     shape = load(spark, reduced, k, written, args)
-    return ExportCsvMetrics(rows=shape["rows"], components=k)
+    return ExportCsvMetrics(rows=shape["rows"], components=k, bytes=shape["bytes"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -84,8 +84,8 @@ def featurize_contents(
 def model_cache_folder(given: str | None, master: str, environ: Mapping[str, str], home: Path) -> str | None:
     """Where converted models are kept: the folder given (``none``: nowhere); with none given, a
     per-user folder when Spark's master is local, as Keras keeps its downloads in ``~/.keras``, so
-    that a job run by hand starts warm from its second run (30 images: 37 s, then 26 s); none
-    on a cluster, whose transient nodes would not keep it for the next run."""
+    that a job run by hand starts warm from its second run; none on a cluster, whose transient
+    nodes would not keep it for the next run (docs/decisions/0011-model-cache.md)."""
     if given == MODEL_CACHE_OFF:
         return None
     if given or not master.startswith("local"):
@@ -214,8 +214,7 @@ def read_files(spark, uris: Sequence[str], partitions: int):
     """
     from pyspark.errors import AnalysisException
 
-    # Spark lists more than a few dozen paths with a job of one task per path by default: 900
-    # tasks and 3 s for a 1 % night's 900 files on 2 cores, where a task per partition does as well.
+    # Spark lists many paths with a task per path by default (docs/decisions/0013-featurize-listing-and-planning.md).
     spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.parallelism", str(partitions))
     present = list(uris)
     while present:
@@ -244,7 +243,7 @@ def files_the_scan_skipped(spark, listed: list[str], processed) -> list[str]:
 
 def input_files(spark, frame) -> list[str]:
     """``frame.inputFiles()`` (percent-encoded URIs) in one call to the JVM: PySpark's fetches the
-    array one element per call, 7 s for 90,000 files."""
+    array one element per call (docs/decisions/0013-featurize-listing-and-planning.md)."""
     joined = spark.sparkContext._jvm.org.apache.hadoop.util.StringUtils.join("\0", frame._jdf.inputFiles())
     return joined.split("\0") if joined else []
 
@@ -353,7 +352,7 @@ def carry_over(spark, images, listed: list[str], previous) -> Reuse:
     previous_keys = previous_features.select(*KEY, F.lit("features").alias("output")).unionByName(
         previous_errors.select(*KEY, F.lit("errors").alias("output"))
     )
-    # Through Arrow: built from Python rows, the two frames took 5 s of a 1 % night's planning on 90,000 images.
+    # Through Arrow, not Python rows (docs/decisions/0013-featurize-listing-and-planning.md).
     spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
     plan = plan_reuse(listing.toPandas(), listed, previous_keys.toPandas())
     return Reuse(
@@ -388,8 +387,7 @@ def load_outputs(
     features = with_label(fresh.filter(F.col("error").isNull())).select(*columns)
     if reuse:
         features = features.unionByName(reuse.features)
-    # Without dictionary encoding, which 1280 distinct floats per row never benefit from: a 1 %
-    # night rewrote 90,000 images' features 2 s (a tenth) sooner.
+    # 1280 distinct floats per row never gain from a dictionary (docs/decisions/0014-features-without-dictionary.md).
     features.write.option("parquet.enable.dictionary", "false").mode("overwrite").parquet(args.output)
     hadoop_fs.write_bytes(spark, f"{args.output.rstrip('/')}/{FEATURES_IDENTITY_FILE}", identity.to_json().encode())
 

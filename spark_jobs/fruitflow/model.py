@@ -27,8 +27,7 @@ RANDOM_WEIGHTS_SEED = 1234
 
 # TensorFlow's C++ start-up banner repeats in every Python worker; warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# oneDNN kernels are off by default in tensorflow-cpu on AMD CPUs; they doubled the forward
-# pass on the development machine (README, "Benchmark"). Read when TensorFlow first loads.
+# Faster oneDNN kernels, off by default on AMD; read when TensorFlow loads (docs/decisions/0010-default-engine.md).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 

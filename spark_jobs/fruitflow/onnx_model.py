@@ -1,8 +1,8 @@
 """The ONNX Runtime engine: the same MobileNetV2, converted to ONNX once on the driver and run
 by onnxruntime in the Python workers, which never import TensorFlow.
 
-Converting takes TensorFlow and a few seconds; a model cache (a folder on any Hadoop URI)
-keeps converted models between runs, so that a warm driver skips TensorFlow too.
+Converting takes TensorFlow; a model cache (a folder on any Hadoop URI) keeps converted models
+between runs, so that a warm driver skips TensorFlow too (docs/decisions/0011-model-cache.md).
 """
 
 from __future__ import annotations

@@ -66,8 +66,7 @@ class OpenVinoFeatureExtractor:
             # One pool of the task's cores: N tasks must not start N x N threads.
             properties.inference_num_threads: threads,
             properties.num_streams: 1,
-            # Always explicit: on a CPU with bf16 (AMX, or AVX-512 BF16 as on AMD Zen 4) OpenVINO's
-            # default precision is bf16, whose features differ from ONNX Runtime's by about 1 %.
+            # Always explicit: OpenVINO defaults to bf16 where the CPU has it (docs/decisions/0010-default-engine.md).
             hint.inference_precision: openvino.Type.bf16 if self.precision == BF16 else openvino.Type.f32,
             # Several Python workers share a node's cores: pinning each one's threads would stack
             # them on the same cores, so the operating system places them.

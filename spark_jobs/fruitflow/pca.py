@@ -200,15 +200,9 @@ def scatter_points(spark, reduced_uri: str, images: int) -> pd.DataFrame:
     return reduced.select("label", *columns).limit(SCATTER_POINTS).toPandas()
 
 
-# Rows per Arrow batch handed to the Python workers, whatever the bucket's size: at Spark's default
-# of 10,000, each worker held about 400 MB on 90,000 images (a float64 copy of the batch and its
-# centred rows, 100 MB each for 1280-d vectors), against a few MB here.
+# Rows per Arrow batch for the Python workers, whatever the bucket's size (docs/decisions/0007-pca-arrow-batch.md).
 ROWS_PER_BATCH = 1024
-# Each partial is a d x d matrix (13 MB for d = 1280) that the driver holds, in the JVM and in
-# Python, until all are merged: one per task slot (Spark's default parallelism: the local cores, or
-# the cluster's task slots as the EMR configuration sets it) rather than one per Parquet split keeps
-# their number the same for any bucket. PCA's process tree on 90,000 images peaked at
-# 1,490-1,512 MB with one per split, 1,451-1,473 MB with one per core (1,336-1,381 MB on 10,000).
+# The most partials the driver holds: one per task slot, not per Parquet split (docs/decisions/0008-pca-partials.md).
 MAX_PARTIALS = 64
 PARTIALS_SCHEMA = "rows long, shortest int, longest int, moments binary"
 

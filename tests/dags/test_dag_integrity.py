@@ -105,8 +105,12 @@ def test_emr_graph_ends_with_the_cluster_teardown(load_dag):
     create, terminate = dag.get_task("create_cluster"), dag.get_task("terminate_cluster")
     assert terminate.is_teardown and create.is_setup
     assert terminate.trigger_rule == "all_done_setup_success"
-    # A teardown that fails the run would hide the failures before it: Airflow then judges the run by it alone.
-    assert terminate.on_failure_fail_dagrun is False
+    # A cluster left running fails the night. The failures before it still count: they reach
+    # remove_old_runs, a leaf of the run (test_outputs_that_do_not_add_up_fail_the_check_and_still_terminate).
+    assert terminate.on_failure_fail_dagrun is True
+    assert dag.get_task("remove_old_runs").downstream_task_ids == {"write_report"}
+    # The report's own failure leaves the outcome alone (the runbook says so).
+    assert dag.get_task("write_report").is_teardown and dag.get_task("write_report").on_failure_fail_dagrun is False
     assert "terminate_cluster" in create.downstream_task_ids
     assert dag.get_task("add_steps").retries == 0
     for name in ("featurize", "pca", "export_csv"):

@@ -10,6 +10,7 @@ real (test_rehearsal.py). This is a moto run, not an AWS run.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -39,25 +40,50 @@ def argument(args: list[str], flag: str) -> str:
     return args[args.index(flag) + 1]
 
 
+# A failed featurize step's stdout.gz as a PySpark driver leaves it: Spark's PythonRunner copies the
+# job's own output and traceback there (the rehearsal's failing step shows the same layout).
+FAILED_STDOUT = """\
+converting MobileNetV2 to ONNX
+Traceback (most recent call last):
+  File "/mnt/tmp/spark/featurize.py", line 12, in <module>
+    sys.exit(main())
+  File "/mnt/tmp/spark/fruitflow.zip/fruitflow/featurize.py", line 301, in main
+    model = load_model(args.weights)
+  File "/mnt/tmp/spark/fruitflow.zip/fruitflow/featurize.py", line 120, in load_model
+    raise WeightsError(f"weights {uri} are not MobileNetV2 weights: {problem}")
+fruitflow.featurize.WeightsError: weights s3://fruits/weights/broken.h5 are not MobileNetV2 weights: bad HDF5
+"""
+FAILED_STDERR = "26/12/06 02:14:03 INFO SparkContext: Successfully stopped SparkContext\n"
+JOB_ERROR = (
+    "fruitflow.featurize.WeightsError: weights s3://fruits/weights/broken.h5 are not MobileNetV2 weights: bad HDF5"
+)
+
+
 class FakeEmr:
     """Settles steps in order: all complete, or ``fail_step`` fails and the later ones are
-    cancelled (what ActionOnFailure=CANCEL_AND_WAIT does on EMR).
+    cancelled (what ActionOnFailure=CANCEL_AND_WAIT does on EMR); the failed step's stdout.gz and
+    stderr.gz are in its log folder, unless ``step_logs=False`` (EMR has not copied them yet).
 
     By default the steps settle as soon as they are added. With ``settle_on_add=False`` they
     stay PENDING until ``settle_next()`` is called, one step at a time.
     """
 
-    def __init__(self, monkeypatch, fail_step: str | None = None, csv_rows_short_by: int = 0, settle_on_add=True):
+    def __init__(
+        self, monkeypatch, fail_step: str | None = None, csv_rows_short_by: int = 0, settle_on_add=True, step_logs=True
+    ):
         from moto.emr import models
 
         self.fail_step = fail_step
         self.csv_rows_short_by = csv_rows_short_by
+        self.step_logs = step_logs
         self.s3 = boto3.client("s3")
         self.unsettled = []
+        self.cluster_of = {}
         original = models.Cluster.add_steps
 
         def add_steps(cluster, steps):
             added = original(cluster, steps)
+            self.cluster_of |= {step.id: cluster.id for step in added}
             self.unsettled += added
             while settle_on_add and self.unsettled:
                 self.settle_next()
@@ -88,6 +114,10 @@ class FakeEmr:
         for later in self.unsettled:
             later.state = "CANCELLED"
         self.unsettled.clear()
+        if self.step_logs:
+            folder = f"results/_emr_logs/{self.cluster_of[step.id]}/steps/{step.id}"
+            for name, text in (("stdout", FAILED_STDOUT), ("stderr", FAILED_STDERR)):
+                self.s3.put_object(Bucket=BUCKET, Key=f"{folder}/{name}.gz", Body=gzip.compress(text.encode()))
 
     def write_outputs(self, name: str, args: list[str]) -> None:
         """What the step's job writes, at the paths its parser (the contract's, each job's ARGUMENTS:
@@ -108,10 +138,10 @@ class FakeEmr:
             self.put(job_args.explained_variance, explained.to_json())
             metrics = PcaMetrics(images=19, k=3, variance=0.96)
         else:
-            rows = ["path,label,pc_1,pc_2,pc_3"]
-            rows += [f"s3://{BUCKET}/images/Kiwi/{i}.jpg,Kiwi,0.1,0.2,0.3" for i in range(19 - self.csv_rows_short_by)]
-            self.put(job_args.output, "\n".join(rows) + "\n")
-            metrics = ExportCsvMetrics(rows=19, components=3)
+            rows = [f"s3://{BUCKET}/images/Kiwi/{i}.jpg,Kiwi,0.1,0.2,0.3" for i in range(19 - self.csv_rows_short_by)]
+            body = "\n".join(["path,label,pc_1,pc_2,pc_3", *rows]) + "\n"
+            self.put(job_args.output, body)
+            metrics = ExportCsvMetrics(rows=len(rows), components=3, bytes=len(body.encode()))
         self.put(job_args.metrics, metrics.timed(12.5).to_json())
 
 
@@ -216,10 +246,14 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
     assert report["status"] == "succeeded"
     assert report["cluster_id"] == cluster["Id"]
     assert report["counts"] == {
-        "images": 20, "featurised": 19, "errors": 1, "error_share": 0.05, "csv_rows": 19,
+        "images": 20, "featurised": 19, "errors": 1, "error_share": 0.05, "pca_rows": 19, "csv_rows": 19,
         "reused": 0, "new": 20, "changed": 0, "removed": 0, "through_network": 20,
     }  # fmt: skip
     assert report["pca"]["k"] == 3
+    # The checks read the CSV's first bytes only, in one ranged GET: its rows never reach the worker.
+    csv_key = f"results/{plan['run']['key']}/pca_features.csv"
+    csv_reads = [params.get("Range") for params in calls_named(aws_calls, "GetObject") if params["Key"] == csv_key]
+    assert csv_reads == ["bytes=0-65535"]
 
 
 def test_outputs_that_do_not_add_up_fail_the_check_and_still_terminate(emr_dag, monkeypatch):
@@ -364,19 +398,22 @@ def test_a_retried_create_cluster_leaves_the_run_one_live_cluster(emr_dag, monke
     assert terminations == [{orphan}, {added["JobFlowId"]}]  # the orphan went before the second cluster came
     assert cluster_state(orphan) == cluster_state(added["JobFlowId"]) == "TERMINATED"
     assert cluster_state(other_run) == "WAITING"  # another run's cluster is left alone
+    # report.json names every cluster this run started, the orphan too, and how each ended.
+    reported = read_json(f"results/{run_key_of(run)}/report.json")["clusters"]
+    assert {(c["id"], c["state"]) for c in reported} == {(orphan, "TERMINATED"), (added["JobFlowId"], "TERMINATED")}
 
 
 def test_a_run_that_ends_failed_without_its_teardown_has_its_clusters_terminated(aws, monkeypatch):
     """What Airflow does when a run ends failed, in the scheduler, or in the API server for a run
-    marked failed from the UI: it calls the listeners, among them fruitflow's cleanup plugin."""
-    from types import SimpleNamespace
-
+    marked failed from the UI: it calls the listeners, among them fruitflow's cleanup plugin. A run
+    held by no session (whose tasks cannot be read) is looked for on EMR."""
     from airflow.listeners.listener import get_listener_manager
+    from airflow.models.dagrun import DagRun
 
     monkeypatch.setenv("FRUITFLOW_TARGET", "emr")
     run_id = "manual__2026-11-26T08:50:43.100000+00:00"
     this_run, other_run = start_cluster(run_id, "20261126T085043Z"), start_cluster("manual__other", "20261126T085044Z")
-    failed_run = SimpleNamespace(dag_id="fruits_features", run_id=run_id)
+    failed_run = DagRun(dag_id="fruits_features", run_id=run_id)
 
     get_listener_manager().hook.on_dag_run_failed(
         dag_run=failed_run, msg="Dag Run's state was manually set to `failed`."
@@ -384,9 +421,63 @@ def test_a_run_that_ends_failed_without_its_teardown_has_its_clusters_terminated
 
     assert cluster_state(this_run) == "TERMINATED"
     assert cluster_state(other_run) == "WAITING"
-    other_dag = SimpleNamespace(dag_id="some_other_dag", run_id="manual__other")
+    other_dag = DagRun(dag_id="some_other_dag", run_id="manual__other")
     get_listener_manager().hook.on_dag_run_failed(dag_run=other_dag, msg="failed")
     assert cluster_state(other_run) == "WAITING"
+
+
+def dag_run_in_a_session(session, run_id: str):
+    """The DAG run as the scheduler and the API server hand it to listeners: in their session."""
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import select
+
+    return session.scalar(select(DagRun).where(DagRun.run_id == run_id))
+
+
+def test_a_run_refused_at_validate_params_costs_the_listener_no_aws_call(emr_dag, aws_calls, monkeypatch):
+    from airflow.listeners.listener import get_listener_manager
+    from airflow.utils.session import create_session
+
+    monkeypatch.setenv("FRUITFLOW_TARGET", "emr")
+    refused = emr_dag.test(run_conf=CONF | {"images_uri": f"s3://{BUCKET}/no-such-folder"})
+    assert refused.state == "failed" and task_states(refused)["create_cluster"] == "upstream_failed"
+    FakeEmr(monkeypatch, fail_step="featurize")
+    started = emr_dag.test(logical_date=datetime(2026, 11, 27, 2, tzinfo=UTC), run_conf=CONF)
+    assert started.state == "failed" and task_states(started)["create_cluster"] == "success"
+
+    for run, looks_on_aws in [(refused, False), (started, True)]:
+        aws_calls.clear()
+        with create_session() as session:
+            get_listener_manager().hook.on_dag_run_failed(dag_run=dag_run_in_a_session(session, run.run_id), msg="x")
+        assert bool(calls_named(aws_calls, "ListClusters")) is looks_on_aws
+        assert looks_on_aws or aws_calls == []
+
+
+def test_the_listener_bounds_its_aws_calls_and_logs_a_failure_instead_of_raising(aws, monkeypatch, caplog):
+    """EMR unreachable: each call gives up after its timeouts and three attempts, and the scheduler
+    gets a log line, not an exception."""
+    from airflow.listeners.listener import get_listener_manager
+    from airflow.models.dagrun import DagRun
+    from botocore.client import BaseClient
+
+    monkeypatch.setenv("FRUITFLOW_TARGET", "emr")
+    unreachable = {"conn_type": "aws", "extra": {"region_name": "eu-west-1", "endpoint_url": "http://127.0.0.1:9"}}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(unreachable))
+    limits = []
+    original = BaseClient._make_api_call
+
+    def record(client, operation, params):
+        config = client.meta.config
+        limits.append((operation, config.connect_timeout, config.read_timeout, config.retries))
+        return original(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", record)
+    failed_run = DagRun(dag_id="fruits_features", run_id="manual__unreachable")
+
+    get_listener_manager().hook.on_dag_run_failed(dag_run=failed_run, msg="failed")
+
+    assert limits == [("ListClusters", 5, 15, {"total_max_attempts": 3, "mode": "standard"})]
+    assert "could not look for clusters of failed DAG run manual__unreachable" in caplog.text
 
 
 def record_triggers(monkeypatch, fake_emr: FakeEmr) -> list:
@@ -468,6 +559,37 @@ def test_a_good_run_deletes_the_runs_beyond_the_newest_good_ones_and_reports_wha
     assert first_report["bytes_written"] == written
 
 
+def test_weights_rewritten_at_the_same_s3_key_make_the_next_night_run_without_downloading_them(
+    load_dag, aws, airflow_db, monkeypatch, aws_calls, capfd
+):
+    emr_dag = emr_dag_with_images(load_dag)
+    s3, weights_key = boto3.client("s3"), "models/mobilenet_v2.h5"
+    conf = CONF | {"weights": f"s3://{BUCKET}/{weights_key}"}
+    s3.put_object(Bucket=BUCKET, Key=weights_key, Body=b"weights of the first training")
+    FakeEmr(monkeypatch)
+
+    def night(day: int):
+        return emr_dag.test(logical_date=datetime(2026, 11, day, 2, tzinfo=UTC), run_conf=conf)
+
+    first, same = night(26), night(27)
+    s3.put_object(Bucket=BUCKET, Key=weights_key, Body=b"weights retrained, same key")
+    retrained = night(28)
+
+    assert first.state == same.state == retrained.state == "success"
+    assert task_states(same)["create_cluster"] == "skipped"  # untouched weights: an unchanged night
+    assert read_json("results/20261127T020000Z/report.json")["status"] == "unchanged"
+    assert task_states(retrained)["create_cluster"] == "success"
+    assert len(calls_named(aws_calls, "RunJobFlow")) == 2
+    report = read_json("results/20261128T020000Z/report.json")
+    reason = f"weights changed since 20261126T020000Z: s3://{BUCKET}/{weights_key} was rewritten"
+    assert (report["changes"], report["previous_run"]) == ([reason], "20261126T020000Z")
+    assert f"this run goes ahead: {reason}" in capfd.readouterr().out
+    assert not [params for params in calls_named(aws_calls, "GetObject") if params["Key"] == weights_key]
+    latest = read_json("results/latest.json")
+    etag = s3.head_object(Bucket=BUCKET, Key=weights_key)["ETag"].strip('"')
+    assert (latest["run_key"], latest["weights_fingerprint"]) == ("20261128T020000Z", f"etag:{etag} bytes:27")
+
+
 def fill_in_emr_timelines(monkeypatch) -> None:
     """What moto leaves out of EMR's answers, as EMR gives it after a night: the cluster created at
     02:00, ready at 02:09 and ended at 02:45, its nodes launched by 02:02, the steps from 02:10 to
@@ -529,3 +651,177 @@ def test_the_report_says_where_the_cluster_time_went_and_what_it_cost(
     event = features_asset_events()[-1]
     assert (event["run"], event["cluster"]) == (run_key_of(run), usage)
     assert event["seconds"] == read_json(f"results/{run_key_of(run)}/report.json")["seconds"]
+
+
+# On call: the alerts, through moto's SNS to an SQS queue subscribed to the topic.
+
+
+@pytest.fixture
+def oncall_topic(aws) -> str:
+    """An SNS topic with an SQS queue subscribed, as an on-call pager would be; its ARN."""
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name="fruitflow-oncall")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName="oncall")["QueueUrl"]
+    queue = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue)
+    return topic
+
+
+def alerts_received() -> list[dict]:
+    """The SNS notifications the on-call queue holds (Subject, Message, ...), oldest first; read once."""
+    sqs = boto3.client("sqs")
+    queue_url = sqs.get_queue_url(QueueName="oncall")["QueueUrl"]
+    received = []
+    while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+        received += [json.loads(message["Body"]) for message in batch]
+        for message in batch:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return sorted(received, key=lambda notification: notification["Timestamp"])
+
+
+def test_a_failed_step_night_sends_one_alert_with_the_jobs_error_line(
+    load_dag, airflow_db, oncall_topic, monkeypatch, capfd
+):
+    emr_dag = emr_dag_with_images(load_dag, alert_sns_topic_arn=oncall_topic)
+    FakeEmr(monkeypatch, fail_step="featurize")
+
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == "failed"
+    (cluster,) = clusters()
+    step_ids = {s["Name"]: s["Id"] for s in boto3.client("emr").list_steps(ClusterId=cluster["Id"])["Steps"]}
+    folder = f"s3://{BUCKET}/results/_emr_logs/{cluster['Id']}/steps/{step_ids['featurize']}/"
+    log = capfd.readouterr().out
+    assert f"the job's error: {JOB_ERROR}" in log  # the watcher's task log, without opening S3
+    assert 'raise WeightsError(f"weights {uri} are not MobileNetV2 weights: {problem}")' in log  # traceback tail
+
+    key = run_key_of(run)
+    report = read_json(f"results/{key}/report.json")
+    assert (report["failed_task"], report["error_line"], report["step_logs"]) == ("watch_featurize", JOB_ERROR, folder)
+    assert f"job error: {JOB_ERROR}" in report["error"]
+    assert report["clusters"] == [
+        {"id": cluster["Id"], "state": "TERMINATED", "reason": report["clusters"][0]["reason"]}
+    ]
+    assert "stdout.gz" in report["advice"]
+    page = boto3.client("s3").get_object(Bucket=BUCKET, Key=f"results/{key}/report.html")["Body"].read().decode()
+    assert f"Failed at watch_featurize: {JOB_ERROR}. What to do: read the job" in page
+    assert f"Clusters this run started: {cluster['Id']} TERMINATED" in page
+
+    (alert,) = alerts_received()
+    assert alert["Subject"].startswith(f"fruitflow FAILED {key}: watch_featurize: fruitflow.featurize.WeightsError")
+    assert len(alert["Subject"]) < 100
+    lines = alert["Message"].splitlines()
+    assert lines[:2] == [f"fruitflow run {key} failed at watch_featurize.", f"Reason: {JOB_ERROR}"]
+    assert f"Clusters: {cluster['Id']} (TERMINATED)" in lines
+    assert f"Report: s3://{BUCKET}/results/{key}/report.html" in lines
+    assert f"Step logs: {folder}" in lines
+
+
+def test_a_denied_terminate_fails_the_run_and_alerts_with_the_cluster_first(
+    load_dag, airflow_db, oncall_topic, monkeypatch
+):
+    """TerminateJobFlows denied (an IAM policy without elasticmapreduce:TerminateJobFlows): the
+    teardown fails, and with it the run; the report is still written and names it."""
+    from botocore.client import BaseClient
+    from botocore.exceptions import ClientError
+
+    emr_dag = emr_dag_with_images(load_dag, alert_sns_topic_arn=oncall_topic)
+    emr_dag.get_task("terminate_cluster").retry_delay = timedelta(0)
+    FakeEmr(monkeypatch)
+    original = BaseClient._make_api_call
+
+    def deny_terminate(client, operation, params):
+        if operation == "TerminateJobFlows":
+            error = {"Code": "AccessDeniedException", "Message": "not authorized to perform TerminateJobFlows"}
+            raise ClientError({"Error": error}, operation)
+        return original(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", deny_terminate)
+
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == "failed"
+    states = task_states(run)
+    assert states["terminate_cluster"] == "failed" and states["write_report"] == "success"
+    assert states["check_outputs"] == states["remove_old_runs"] == "success"
+    (cluster,) = clusters()
+    assert cluster["Status"]["State"] in ("RUNNING", "WAITING")  # still up, still costing
+    report = read_json(f"results/{run_key_of(run)}/report.json")
+    assert (report["status"], report["failed_task"]) == ("failed", "terminate_cluster")
+    assert "AccessDeniedException" in report["error"]
+    assert report["clusters"] == [{"id": cluster["Id"], "state": cluster["Status"]["State"], "reason": ""}]
+
+    (alert,) = alerts_received()  # the cluster's alert; the outputs were good, so no other
+    assert alert["Subject"] == f"fruitflow: EMR cluster {cluster['Id']} may still be running (terminate_cluster failed)"
+    first_line = alert["Message"].splitlines()[0]
+    assert first_line == f"EMR cluster {cluster['Id']} may still be running: terminate_cluster failed in " \
+        f"fruitflow run {run_key_of(run)}."  # fmt: skip
+    assert f"aws emr terminate-clusters --cluster-ids {cluster['Id']}" in alert["Message"]
+    assert "AccessDeniedException" in alert["Message"]
+
+
+@pytest.mark.parametrize("on_success", ["false", "true"])
+def test_a_good_night_and_an_unchanged_night_send_nothing_unless_asked(
+    load_dag, airflow_db, oncall_topic, monkeypatch, on_success
+):
+    emr_dag = emr_dag_with_images(load_dag, alert_sns_topic_arn=oncall_topic, alert_on_success=on_success)
+    FakeEmr(monkeypatch)
+
+    good = emr_dag.test(logical_date=datetime(2026, 11, 26, 2, tzinfo=UTC), run_conf=CONF)
+    unchanged = emr_dag.test(logical_date=datetime(2026, 11, 27, 2, tzinfo=UTC), run_conf=CONF)
+
+    assert good.state == unchanged.state == "success"
+    assert read_json("results/20261127T020000Z/report.json")["status"] == "unchanged"
+    received = [alert["Subject"] for alert in alerts_received()]
+    if on_success == "false":
+        assert received == []
+    else:
+        assert received == [
+            "fruitflow 20261126T020000Z: 19 of 20 images featurised, 1 errors, k=3",
+            "fruitflow 20261127T020000Z: unchanged since 20261126T020000Z, nothing computed",
+        ]
+
+
+@pytest.mark.parametrize("fail_step", [None, "featurize"])
+def test_a_publish_that_fails_is_logged_and_leaves_the_run_as_it_was(
+    load_dag, airflow_db, aws, monkeypatch, caplog, fail_step
+):
+    missing_topic = "arn:aws:sns:eu-west-1:123456789012:no-such-topic"
+    emr_dag = emr_dag_with_images(load_dag, alert_sns_topic_arn=missing_topic, alert_on_success="true")
+    FakeEmr(monkeypatch, fail_step=fail_step)
+
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == ("failed" if fail_step else "success")
+    report = read_json(f"results/{run_key_of(run)}/report.json")
+    assert report["status"] == ("failed" if fail_step else "succeeded")
+    not_sent = [record for record in caplog.records if "not sent through SnsNotifier" in record.getMessage()]
+    assert len(not_sent) == 1 and "NotFound" in str(not_sent[0].exc_info[1])
+
+
+def test_step_logs_not_copied_in_time_are_named_and_the_reason_is_emrs(load_dag, airflow_db, aws, monkeypatch, capfd):
+    emr_dag = emr_dag_with_images(load_dag, emr_step_log_wait_seconds="0.3")
+    FakeEmr(monkeypatch, fail_step="pca", step_logs=False)
+
+    run = emr_dag.test(run_conf=CONF)
+
+    assert run.state == "failed"
+    report = read_json(f"results/{run_key_of(run)}/report.json")
+    assert "no error line in the step's logs after 0 s (EMR copies them to S3 every five minutes)" in report["error"]
+    assert report["error_line"] == report["error"][:300]  # EMR's own words, the first line of the error
+    assert report["step_logs"].endswith("/steps/" + report["step_logs"].rstrip("/").rsplit("/", 1)[-1] + "/")
+    assert f"no error line in {report['step_logs']} after 0 s" in capfd.readouterr().out
+
+
+def test_a_run_refused_before_its_report_still_alerts_from_the_dag_callback(load_dag, airflow_db, oncall_topic):
+    emr_dag = emr_dag_with_images(load_dag, alert_sns_topic_arn=oncall_topic)
+
+    run = emr_dag.test(run_conf=CONF | {"images_uri": f"s3://{BUCKET}/no-such-folder"})
+
+    assert run.state == "failed"
+    assert task_states(run)["write_report"] in ("skipped", "upstream_failed", None)
+    (alert,) = alerts_received()
+    assert alert["Subject"].startswith(f"fruitflow FAILED {run.run_id}: validate_params: the params")
+    assert len(alert["Subject"]) == 99 and alert["Subject"].endswith("...")  # cut under SNS's limit
+    assert "What to do: a param, the conf or an allowed location is wrong" in alert["Message"]
+    assert "Report: none written (the run stopped before it)" in alert["Message"]

@@ -54,7 +54,7 @@ def test_too_many_broken_images_fail_the_run_with_a_report_and_replace_only_its_
     report = json.loads((this_run / "report.json").read_text())
     assert report["status"] == "failed"
     assert report["counts"] == {
-        "images": 12, "featurised": 10, "errors": 2, "error_share": 0.166667, "csv_rows": 10,
+        "images": 12, "featurised": 10, "errors": 2, "error_share": 0.166667, "pca_rows": 10, "csv_rows": 10,
         "reused": 0, "new": 11, "changed": 0, "removed": 0, "through_network": 11,  # Spark's scan skips empty files
     }  # fmt: skip
     assert not (results / "latest.json").exists()  # a failed run is never the last good one

@@ -391,7 +391,11 @@ def test_code_version_follows_the_content(tmp_path):
         build_bundle(jobs, tmp_path / "staging", before)
 
 
-def write_outputs(run: PipelineRun, images: int, featurised: int, csv_rows: int, k: int = 2) -> None:
+def write_outputs(
+    run: PipelineRun, images: int, featurised: int, csv_rows: int, k: int = 2, exported_rows: int | None = None
+) -> None:
+    """The files a run's three jobs leave: ``csv_rows`` rows in the CSV; the export's metrics count
+    ``exported_rows`` (as many by default) and the CSV's size as written."""
     storage = LocalStorage()
     featurize_metrics = FeaturizeMetrics(
         images=images,
@@ -408,9 +412,6 @@ def write_outputs(run: PipelineRun, images: int, featurised: int, csv_rows: int,
     )
     storage.write_text(run.metrics_uri("featurize"), featurize_metrics.to_json())
     storage.write_text(run.metrics_uri("pca"), PcaMetrics(images=featurised, k=k, variance=0.93, seconds=1.5).to_json())
-    storage.write_text(
-        run.metrics_uri("export_csv"), ExportCsvMetrics(rows=csv_rows, components=k, seconds=0.5).to_json()
-    )
     explained = ExplainedVariance(
         k=k,
         variance_threshold=0.9,
@@ -422,6 +423,35 @@ def write_outputs(run: PipelineRun, images: int, featurised: int, csv_rows: int,
     header = ",".join(["path", "label", *[f"pc_{i}" for i in range(1, k + 1)]])
     rows = [f'"s3://b/Kiwi/{i},\nx.jpg",Kiwi' + ",0.5" * k for i in range(csv_rows)]  # quoted comma and newline
     storage.write_text(run.csv_uri, "\n".join([header, *rows]) + "\n")
+    exported = ExportCsvMetrics(
+        rows=csv_rows if exported_rows is None else exported_rows,
+        components=k,
+        bytes=storage.size(run.csv_uri),
+        seconds=0.5,
+    )
+    storage.write_text(run.metrics_uri("export_csv"), exported.to_json())
+
+
+class CsvRowsUnreadable(LocalStorage):
+    """A store on which the CSV's rows cannot be read: only its size and first bytes."""
+
+    def __init__(self, csv_uri: str):
+        self.csv_uri = csv_uri
+        self.head_reads: list[int] = []
+
+    def read_head(self, uri: str, max_bytes: int) -> bytes:
+        if uri == self.csv_uri:
+            self.head_reads.append(max_bytes)
+            assert max_bytes <= 64 * 1024, f"read {max_bytes} bytes of the CSV"
+        return super().read_head(uri, max_bytes)
+
+    def read_text(self, uri: str) -> str:
+        assert uri != self.csv_uri, "the CSV was read whole"
+        return super().read_text(uri)
+
+    def read_bytes(self, uri: str) -> bytes:
+        assert uri != self.csv_uri, "the CSV was read whole"
+        return super().read_bytes(uri)
 
 
 def local_run(tmp_path, max_error_share=0.05) -> PipelineRun:
@@ -437,36 +467,75 @@ LOCAL_TASKS = [
 def test_report_of_a_good_run(tmp_path):
     run = local_run(tmp_path)
     write_outputs(run, images=100, featurised=97, csv_rows=97)
-    summary = summarise_outputs(run, LocalStorage())
+    store = CsvRowsUnreadable(run.csv_uri)
+    summary = summarise_outputs(run, store)
+    assert len(store.head_reads) == 1  # the CSV's header, from its first bytes
     report = run_report(run, "local", dict.fromkeys(LOCAL_TASKS, "success"), {}, summary, {})
     assert report["status"] == "succeeded" and report["problems"] == [] and report["failed_task"] is None
     assert report["counts"] == {
-        "images": 100, "featurised": 97, "errors": 3, "error_share": 0.03, "csv_rows": 97,
+        "images": 100, "featurised": 97, "errors": 3, "error_share": 0.03, "pca_rows": 97, "csv_rows": 97,
         "reused": 90, "new": 8, "changed": 2, "removed": 1, "through_network": 10,
     }  # fmt: skip
     assert report["pca"]["k"] == 2 and report["pca"]["csv_columns"] == 4
+    assert report["csv"]["bytes"] == report["csv"]["bytes_written_by_export"] == Path(run.csv_uri).stat().st_size
     assert report["seconds"] == {"featurize": 3.5, "pca": 1.5, "export_csv": 0.5}
     assert report["outputs"]["csv"] == run.csv_uri
     assert json.loads(json.dumps(report)) == report
 
 
+def cut_csv_short(run: PipelineRun) -> None:
+    """The CSV loses its last row after export_csv wrote it (a partial copy, a truncated upload)."""
+    csv_file = Path(run.csv_uri)
+    csv_file.write_bytes(csv_file.read_bytes()[:-20])
+
+
+def replace_header(run: PipelineRun) -> None:
+    csv_file = Path(run.csv_uri)
+    text = csv_file.read_text()
+    csv_file.write_text(text.replace("path,label,pc_1,pc_2", "path,label,pc_1,pc_X", 1))
+
+
 @pytest.mark.parametrize(
-    ("featurised", "csv_rows", "message"),
+    ("featurised", "exported_rows", "tamper", "message"),
     [
-        (97, 90, "the CSV has 90 rows but 97 images were featurised"),
-        (90, 90, r"10 of 100 images could not be featurised \(10.0% > the tolerated 5.0%\)"),
+        (97, 90, None, "the CSV has 90 rows but 97 images were featurised"),
+        (90, None, None, r"10 of 100 images could not be featurised \(10.0% > the tolerated 5.0%\)"),
+        (97, None, cut_csv_short, r"the CSV is [\d,]+ bytes but export_csv wrote [\d,]+: it was changed or cut short"),
+        (
+            97,
+            None,
+            replace_header,
+            r"4 columns \(unexpected column 4: 'pc_X'\), expected path, label, pc_1..pc_2",
+        ),
     ],
 )
-def test_bad_outputs_fail_the_check_and_the_report_lists_the_problem(tmp_path, featurised, csv_rows, message):
+def test_bad_outputs_fail_the_check_and_the_report_lists_the_problem(
+    tmp_path, featurised, exported_rows, tamper, message
+):
+    """Each check holds without reading the CSV's rows: the counts are the jobs' own, the CSV is
+    checked by its size against what export_csv wrote and by its header."""
     run = local_run(tmp_path)
-    write_outputs(run, images=100, featurised=featurised, csv_rows=csv_rows)
-    summary = summarise_outputs(run, LocalStorage())
-    (problem,) = problems_in(summary, run.max_error_share)
-    assert re.search(message, problem)
+    write_outputs(run, images=100, featurised=featurised, csv_rows=featurised, exported_rows=exported_rows)
+    if tamper:
+        tamper(run)
+    summary = summarise_outputs(run, CsvRowsUnreadable(run.csv_uri))
+    problems = problems_in(summary, run.max_error_share)
+    matching = [problem for problem in problems if re.search(message, problem)]
+    assert len(matching) == 1, problems
+    problem = matching[0]
     states = dict.fromkeys(LOCAL_TASKS, "success") | {"check_outputs": "failed"}
     report = run_report(run, "local", states, {"check_outputs": problem}, summary, {})
-    assert report["status"] == "failed" and report["problems"] == [problem]
+    assert report["status"] == "failed" and problem in report["problems"]
     assert (report["failed_task"], report["error"]) == ("check_outputs", problem)
+
+
+def test_a_csv_without_a_header_line_in_its_first_bytes_fails_the_check(tmp_path):
+    run = local_run(tmp_path)
+    write_outputs(run, images=3, featurised=3, csv_rows=3)
+    Path(run.csv_uri).write_text("x" * 70_000)
+    summary = summarise_outputs(run, CsvRowsUnreadable(run.csv_uri))
+    assert summary["pca"]["csv_columns"] == 0
+    assert any("the CSV's header has 0 columns" in problem for problem in problems_in(summary, 0.05))
 
 
 def test_a_failed_step_leaves_a_report_naming_it_with_the_counts_so_far(tmp_path):

@@ -209,9 +209,16 @@ def test_three_nights_on_the_rehearsal_cluster_match_the_local_target(
 
 
 @pytest.mark.spark
-def test_a_failing_step_fails_as_on_emr_with_its_log_and_cancels_the_rest(load_dag, airflow_db, rehearsal, tmp_path):
+def test_a_failing_step_fails_as_on_emr_with_its_log_and_cancels_the_rest(
+    load_dag, airflow_db, rehearsal, tmp_path, capfd
+):
     boto3.client("s3").put_object(Bucket=BUCKET, Key="weights/broken.h5", Body=b"not an HDF5 file")
-    dag = load_dag("emr", poke_interval_seconds="0.5")
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name="fruitflow-oncall")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName="oncall")["QueueUrl"]
+    queue = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue)
+    dag = load_dag("emr", poke_interval_seconds="0.5", alert_sns_topic_arn=topic)
 
     run = night(dag, 20, CONF | {"weights": f"s3://{BUCKET}/weights/broken.h5"})
 
@@ -242,6 +249,13 @@ def test_a_failing_step_fails_as_on_emr_with_its_log_and_cancels_the_rest(load_d
     assert f"_emr_logs/{cluster['Id']}/steps/{steps['featurize']['Id']}/" in report["error"]
     assert report["tasks"]["terminate_cluster"] == "success" and report["tasks"]["watch_pca"] == "upstream_failed"
     assert report["steps_finished"] == {}  # featurize wrote no metrics: no counts yet
+    # The job's own error line, read back from stdout.gz: in the watcher's task log, the report and the alert.
+    job_error = report["error_line"]
+    assert job_error.startswith("featurize: error:") and "broken.h5" in job_error
+    assert f"the job's error: {job_error}" in capfd.readouterr().out
+    (alert,) = [json.loads(message["Body"]) for message in sqs.receive_message(QueueUrl=queue_url)["Messages"]]
+    assert alert["Subject"].startswith(f"fruitflow FAILED {run_key(20)}: watch_featurize: featurize: error:")
+    assert f"Reason: {job_error}" in alert["Message"].splitlines()
 
 
 def test_a_bootstrap_that_cannot_resolve_ends_the_cluster_and_the_watcher_says_so(

@@ -4,11 +4,14 @@ failed step's error; and text from the run is shown, never interpreted."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fruitflow_pipeline.report_html import first_error_rows, render_report_html
+from fruitflow_pipeline.report_html import first_error_rows, headline, render_report_html, report_html_for
+from fruitflow_pipeline.run import PipelineRun
+from fruitflow_pipeline.storage import LocalStorage
 
 BASE = {
     "run": "20261125T020000Z",
@@ -67,12 +70,71 @@ def test_a_cluster_emr_could_not_describe_and_a_missing_price_are_said_so():
     assert "No cost estimate: no price for m5.2xlarge:SPOT" in html
 
 
-def test_the_first_error_rows_come_from_the_parts_in_order_up_to_the_limit():
-    def part(paths: list[str]) -> bytes:
-        table = pa.table({"path": paths, "label": ["Kiwi"] * len(paths), "error": [f"bad {p}" for p in paths]})
-        sink = io.BytesIO()
-        pq.write_table(table, sink)
-        return sink.getvalue()
+def errors_part(paths: list[str]) -> bytes:
+    table = pa.table({"path": paths, "label": ["Kiwi"] * len(paths), "error": [f"bad {p}" for p in paths]})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
 
-    rows = first_error_rows([part(["a", "b", "c"]), part(["d", "e", "f"]), part(["g"])], limit=5)
+
+def test_the_first_error_rows_come_from_one_part_up_to_the_limit():
+    rows = first_error_rows(errors_part(["a", "b", "c", "d", "e", "f"]), limit=5)
     assert rows == [{"path": name, "error": f"bad {name}"} for name in "abcde"]
+
+
+def test_the_page_reads_one_error_part_whatever_the_number_of_parts(tmp_path):
+    """write_report opens a single part of errors/ (the largest: an empty part is its schema alone)."""
+    run = PipelineRun("K", "/in", str(tmp_path), "v1", 0.9, "random", 16, 0.05, "onnx")
+    errors = Path(run.errors_uri)
+    errors.mkdir(parents=True)
+    (errors / "part-00000.parquet").write_bytes(errors_part([]))
+    (errors / "part-00001.parquet").write_bytes(errors_part(["x.jpg", "y.jpg"]))
+    for index in range(2, 6):
+        (errors / f"part-0000{index}.parquet").write_bytes(errors_part([f"{index}.jpg"]))
+    read = []
+
+    class CountingStorage(LocalStorage):
+        def read_bytes(self, uri: str) -> bytes:
+            read.append(uri)
+            return super().read_bytes(uri)
+
+    names = ("images", "featurised", "new", "changed", "reused", "removed", "through_network", "csv_rows")
+    counts = dict.fromkeys(names, 0) | {"images": 6, "errors": 6}
+    report = BASE | {"status": "failed", "counts": counts, "outputs": {"errors": run.errors_uri, "csv": run.csv_uri}}
+    html = report_html_for(report, run, CountingStorage())
+    assert read == [f"{run.errors_uri}/part-00001.parquet"]
+    assert "<td>x.jpg</td><td>bad x.jpg</td>" in html and "4 more in" in html
+
+
+def test_the_page_opens_with_what_happened_what_to_do_and_every_cluster_of_the_run():
+    report = BASE | {
+        "status": "failed",
+        "failed_task": "terminate_cluster",
+        "error": "An error occurred (AccessDeniedException) when calling the TerminateJobFlows operation",
+        "error_line": "An error occurred (AccessDeniedException) when calling the TerminateJobFlows operation",
+        "advice": "the cluster may still be running: terminate it by hand in the EMR console",
+        "clusters": [
+            {"id": "j-ORPHAN", "state": "TERMINATED", "reason": "USER_REQUEST: Terminated by user request"},
+            {"id": "j-NIGHT", "state": "WAITING", "reason": ""},
+        ],
+        "steps_finished": {},
+        "problems": [],
+    }
+    html = render_report_html(report, {"explained_variance": None, "scatter": None}, [])
+
+    body = html.split("</h1>", 1)[1]
+    assert body.startswith(
+        "<p class=headline style='border-color:#cf222e'>Failed at terminate_cluster: An error occurred "
+        "(AccessDeniedException) when calling the TerminateJobFlows operation. What to do: the cluster may still "
+        "be running: terminate it by hand in the EMR console.</p>"
+        "<p>Clusters this run started: j-ORPHAN TERMINATED (USER_REQUEST: Terminated by user request); "
+        "j-NIGHT WAITING</p>"
+    )
+
+
+def test_a_good_and_an_unchanged_night_say_there_is_nothing_to_do():
+    good = BASE | {"status": "succeeded", "counts": {"images": 20, "featurised": 19}, "pca": {"k": 3}}
+    unchanged = BASE | {"status": "unchanged", "unchanged_since": "20261124T020000Z"}
+
+    assert headline(good) == "Succeeded: 19 of 20 images featurised, k = 3 components. Nothing to do."
+    assert headline(unchanged) == "Nothing to do: unchanged since 20261124T020000Z, no cluster started."
