@@ -1,7 +1,7 @@
 """The Airflow side where a team installs it (README, "Running on an existing Airflow"): a fresh
 virtual environment with only the lean install, at the lowest Airflow and Amazon provider versions
 pyproject.toml declares and at the pinned ones, and one from `make airflow-bundle`'s files. In each,
-the DAG passes its integrity tests and a full EMR night runs against moto (the steps driven by the
+the DAG passes its integrity and alert tests and a full EMR night runs against moto (the steps driven by the
 test's fake cluster, as the fast moto tests do), and the cluster's software is not there.
 
 Slow: each environment installs from the package index (minutes)."""
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 LEAN_CHECK = [
     "tests/dags/test_dag_integrity.py",
+    "tests/dags/test_oncall.py",
     "tests/dags/test_emr_control_plane.py::test_completed_steps_finish_the_run_and_terminate_the_cluster",
 ]
 CLUSTER_SOFTWARE = ("pyspark", "tensorflow", "onnxruntime", "openvino")
