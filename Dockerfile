@@ -43,3 +43,6 @@ RUN grep -qx "apache-airflow==${AIRFLOW_VERSION}" /opt/fruitflow/requirements.tx
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 COPY --chown=airflow:0 spark_jobs/ /opt/airflow/spark_jobs/
+# The jobs' shared contract (the package fruitflow) is imported by the DAG from the same folder
+# the runs ship, as `pip install .` would give it: Airflow puts plugins/ on the path, not spark_jobs/.
+ENV PYTHONPATH=/opt/airflow/spark_jobs

@@ -15,20 +15,22 @@ ENGINE ?= onnx
 # The trigger's conf as JSON, for the params the variables above do not set: `make demo CONF='{"max_error_share": 0.2}'`.
 CONF ?= {}
 
-.PHONY: demo rehearse test test-fast test-slow test-stack lint format bench plan lock wheelhouse clean check-java
+.PHONY: demo rehearse test test-fast test-slow test-stack lint format bench plan lock wheelhouse airflow-bundle clean check-java
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstalls only when a requirements file changes.
-$(VENV)/.runtime-installed: requirements.txt constraints.txt | $(BIN)/python
-	@echo "Installing the pipeline's dependencies into $(VENV)/ (a few minutes the first time)..."
-	$(PIP) install --quiet --log $(PIP_LOG) -r requirements.txt -c constraints.txt
+# The project itself, editable, with its extras (pyproject.toml): [local] for the local target and
+# the demo, [dev] for tests and lint; constraints.txt pins the whole tree as tested.
+# Reinstalls only when pyproject.toml or the pins change.
+$(VENV)/.runtime-installed: pyproject.toml constraints.txt | $(BIN)/python
+	@echo "Installing the pipeline and its dependencies into $(VENV)/ (a few minutes the first time)..."
+	$(PIP) install --quiet --log $(PIP_LOG) -e ".[local]" -c constraints.txt
 	@touch $@
 
-$(VENV)/.test-installed: requirements-test.txt constraints.txt $(VENV)/.runtime-installed
-	$(PIP) install --quiet --log $(PIP_LOG) -r requirements-test.txt -c constraints.txt
+$(VENV)/.test-installed: pyproject.toml constraints.txt $(VENV)/.runtime-installed
+	$(PIP) install --quiet --log $(PIP_LOG) -e ".[local,dev]" -c constraints.txt
 	@touch $@
 
 # PostgreSQL's drivers, which the Docker image has too (the Dockerfile installs the same file).
@@ -78,7 +80,7 @@ format: $(VENV)/.test-installed
 # BENCH_SCALE=90000 adds the scale rows (Fruits-360's size: about 20 minutes more on 2 cores).
 BENCH_SCALE ?= 0
 bench: $(VENV)/.test-installed check-java
-	$(BIN)/python bench/benchmark.py --scale-images $(BENCH_SCALE) $(BENCH_ARGS)
+	PYTHONPATH=. $(BIN)/python bench/benchmark.py --scale-images $(BENCH_SCALE) $(BENCH_ARGS)
 
 # The EMR target rehearsed on this machine: moto plays AWS, the rehearsal cluster runs the steps on
 # local Spark (README, "EMR rehearsal"). Same settings as the demo, and REHEARSE_BOOTSTRAP=1 to run
@@ -90,14 +92,14 @@ rehearse: $(VENV)/.test-installed check-java
 
 # What a run would do with the current FRUITFLOW_* settings and a trigger's conf (CONF), without AWS.
 plan: $(VENV)/.runtime-installed
-	@PYTHONPATH=plugins $(BIN)/python -m fruitflow_pipeline.plan --conf '$(CONF)'
+	@$(BIN)/python -m fruitflow_pipeline.plan --conf '$(CONF)'
 
-# Regenerate constraints.txt: resolve requirements*.txt afresh and pin the whole tree.
+# Regenerate constraints.txt: resolve the project's extras and requirements-stack.txt afresh and pin the whole tree.
 lock:
 	rm -rf build/lock-venv
 	$(PYTHON) -m venv build/lock-venv
-	build/lock-venv/bin/pip install --quiet -r requirements.txt -r requirements-test.txt -r requirements-stack.txt
-	build/lock-venv/bin/pip freeze --exclude-editable | sort > constraints.txt
+	build/lock-venv/bin/pip install --quiet ".[local,dev]" -r requirements.txt -r requirements-stack.txt
+	build/lock-venv/bin/pip freeze --exclude-editable | grep -v '^fruitflow @' | sort > constraints.txt
 	build/lock-venv/bin/python scripts/cluster_constraints.py
 	rm -rf build/lock-venv
 
@@ -116,6 +118,12 @@ wheelhouse: $(BIN)/python
 	$(PIP_DOWNLOAD_WHEELS) -r spark_jobs/cluster/requirements.txt -c spark_jobs/cluster/constraints.txt
 	$(PIP_DOWNLOAD_WHEELS) -r spark_jobs/cluster/requirements-lean.txt -c spark_jobs/cluster/constraints-lean.txt
 	@echo "$$(ls $(WHEELHOUSE) | wc -l) wheels in $(WHEELHOUSE) ($$(du -sh $(WHEELHOUSE) | cut -f1)): aws s3 sync $(WHEELHOUSE) s3://<bucket>/wheelhouse/"
+
+# What a managed Airflow (MWAA) takes for the EMR target (README, "Running on an existing Airflow"):
+# dags/, plugins.zip, the lean requirements.txt and the settings as Airflow configuration options.
+AIRFLOW_BUNDLE ?= build/airflow-bundle
+airflow-bundle: $(VENV)/.runtime-installed
+	$(BIN)/python scripts/airflow_bundle.py $(AIRFLOW_BUNDLE)
 
 clean:
 	rm -rf $(VENV) build data .pytest_cache

@@ -31,9 +31,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "spark_jobs"), str(ROOT / "plugins"), str(ROOT / "scripts")]
 
-from demo import (  # noqa: E402
+from fruitflow.contract import WEIGHTS_IMAGENET, WEIGHTS_RANDOM  # noqa: E402
+from fruitflow_pipeline.run import run_key  # noqa: E402
+from rehearsal.buckets import create_bucket, upload_folder  # noqa: E402
+from rehearsal.cluster import RehearsalCluster  # noqa: E402
+from scripts.demo import (  # noqa: E402
     Deployment,
     airflow_environment,
     deployment_defaults,
@@ -43,11 +46,6 @@ from demo import (  # noqa: E402
     summary,
     today,
 )
-
-from fruitflow.contract import WEIGHTS_IMAGENET, WEIGHTS_RANDOM  # noqa: E402
-from fruitflow_pipeline.run import run_key  # noqa: E402
-from rehearsal.buckets import create_bucket, upload_folder  # noqa: E402
-from rehearsal.cluster import RehearsalCluster  # noqa: E402
 
 BUCKET = "fruitflow-rehearsal"
 REGION = "eu-west-1"

@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "spark_jobs"), str(ROOT / "plugins")]
 
 from airflow.sdk.exceptions import ParamValidationError  # noqa: E402
 

@@ -247,15 +247,17 @@ def pip_install_files(text: str) -> tuple[set[str], set[str]]:
 
 
 def test_the_dockerfile_installs_the_files_the_stacks_environment_was_installed_from():
-    """The image's pip install and the Makefile's (which the stack's .venv comes from) read the same
-    requirements under the same constraints, and every requirement of the stack is pinned there."""
+    """The image's pip install and the Makefile's (which the stack's .venv comes from) install the same
+    packages under the same constraints: the image requirements.txt, the Makefile the project's [local]
+    extra, whose packages requirements.txt pins (tests/test_packaging.py); and every requirement of the
+    stack is pinned there."""
     dockerfile = pip_install_files((ROOT / "Dockerfile").read_text())
     makefile = (ROOT / "Makefile").read_text()
     venv_recipes = re.findall(r"^\$\(VENV\)/\.(?:runtime|stack)-installed:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
     assert len(venv_recipes) == 2
-    assert dockerfile == pip_install_files("".join(venv_recipes)) == (
-        {"requirements.txt", "requirements-stack.txt"}, {"constraints.txt"},
-    )  # fmt: skip
+    assert dockerfile == ({"requirements.txt", "requirements-stack.txt"}, {"constraints.txt"})
+    assert pip_install_files("".join(venv_recipes)) == ({"requirements-stack.txt"}, {"constraints.txt"})
+    assert '-e ".[local]" -c constraints.txt' in venv_recipes[0]
     assert re.search(r"^COPY .*requirements-stack\.txt", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
     pins = set((ROOT / "constraints.txt").read_text().splitlines())
     lines = (line.split("#")[0].strip() for line in (ROOT / "requirements-stack.txt").read_text().splitlines())

@@ -30,10 +30,8 @@ One module per question:
     cli          the command line, and the order the measurements run in
 """
 
-import sys
 from pathlib import Path
 
+# fruitflow and fruitflow_pipeline come from the installed distribution (`make` installs it
+# editable); scripts.demo from the repository root, which `make bench` puts on PYTHONPATH.
 ROOT = Path(__file__).resolve().parents[2]
-# The jobs' package, the plugins and scripts/demo.py are not installed: the benchmark imports them
-# from the repository, as spark-submit, Airflow and `make demo` find them.
-sys.path[:0] = [str(ROOT / "spark_jobs"), str(ROOT / "plugins"), str(ROOT / "scripts")]

@@ -1,4 +1,6 @@
-"""Deployment settings: the one typed place for configuration, read from FRUITFLOW_* variables.
+"""Deployment settings: the one typed place for configuration, read from FRUITFLOW_* variables or,
+where a variable is not set, from the [fruitflow] section of Airflow's configuration (airflow.cfg,
+AIRFLOW__FRUITFLOW__* variables, a managed Airflow's configuration options).
 
 Per-run choices (which images, which variance, cluster size) are DAG params instead, with
 their defaults taken from here where a deployment decides them.
@@ -11,7 +13,7 @@ import os
 import posixpath
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -37,6 +39,37 @@ def idle_timeout_for(poke_interval_seconds: float) -> int:
     than after an hour. EMR accepts 60 s to 7 days.
     """
     return max(60, round(2 * poke_interval_seconds) + 600)
+
+
+AIRFLOW_SECTION = "fruitflow"  # FRUITFLOW_RESULTS_URI is also [fruitflow] results_uri
+
+
+def airflow_option(name: str) -> str | None:
+    """``[fruitflow] <name>`` of Airflow's configuration, or None where it is not set."""
+    from airflow.sdk.configuration import conf
+
+    return conf.get(AIRFLOW_SECTION, name, fallback=None)
+
+
+class DeploymentValues(Mapping[str, str]):
+    """The FRUITFLOW_* values a deployment set: the environment variable where it is set (even
+    empty), else the option of the same name in the [fruitflow] section of Airflow's configuration."""
+
+    def __init__(self, env: Mapping[str, str], option: Callable[[str], str | None]):
+        self._env, self._option = env, option
+
+    def __getitem__(self, key: str) -> str:
+        if key in self._env:
+            return self._env[key]
+        if key.startswith("FRUITFLOW_") and (value := self._option(key.removeprefix("FRUITFLOW_").lower())) is not None:
+            return value
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._env)
+
+    def __len__(self) -> int:
+        return len(self._env)
 
 
 class Target(StrEnum):
@@ -328,7 +361,13 @@ class Settings:
         return tuple(dict.fromkeys(prefixes))
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+    def from_env(
+        cls, env: Mapping[str, str] = os.environ, option: Callable[[str], str | None] = airflow_option
+    ) -> Settings:
+        """The settings from FRUITFLOW_* variables in ``env``, each unset one from ``option`` ([fruitflow] in
+        Airflow's configuration)."""
+        env = DeploymentValues(env, option)
+
         def text(name: str, default: str = "") -> str:
             return env.get(f"FRUITFLOW_{name}", "").strip() or default
 

@@ -14,16 +14,25 @@ import gzip
 import json
 import os
 from datetime import UTC, datetime, timedelta
-from importlib import import_module
 
 import boto3
 import pytest
 
-from fruitflow.contract import ExplainedVariance, ExportCsvMetrics, FeaturesIdentity, FeaturizeMetrics, PcaMetrics
+from fruitflow.contract import (
+    ExplainedVariance,
+    ExportCsvArguments,
+    ExportCsvMetrics,
+    FeaturesIdentity,
+    FeaturizeArguments,
+    FeaturizeMetrics,
+    PcaArguments,
+    PcaMetrics,
+)
 from fruitflow_pipeline.steps import PIPELINE
 from rehearsal.buckets import create_bucket
 
 BUCKET = "fruits"
+JOB_ARGUMENTS = {arguments.job: arguments for arguments in (FeaturizeArguments, PcaArguments, ExportCsvArguments)}
 CONF = {"images_uri": f"s3://{BUCKET}/images", "results_uri": f"s3://{BUCKET}/results", "weights": "random"}
 
 
@@ -111,8 +120,10 @@ class FakeEmr:
                 self.s3.put_object(Bucket=BUCKET, Key=f"{folder}/{name}.gz", Body=gzip.compress(text.encode()))
 
     def write_outputs(self, name: str, args: list[str]) -> None:
-        """What the step's job writes, at the paths its own parser reads from the step's arguments."""
-        job_args = import_module(f"fruitflow.{name}").ARGUMENTS.parse(args[args.index("--py-files") + 3 :])
+        """What the step's job writes, at the paths its parser (the contract's, each job's ARGUMENTS:
+        tests/test_contract.py) reads from the step's arguments. The contract needs no Spark nor numpy,
+        so this also runs where only the Airflow side is installed (tests/test_lean_install.py)."""
+        job_args = JOB_ARGUMENTS[name].parse(args[args.index("--py-files") + 3 :])
         if name == "featurize":
             metrics = FeaturizeMetrics(
                 images=20, featurised=19, errors=1, model_rows=20, reused=0, new=20, changed=0, removed=0,
