@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 # pip's own log of the install; its one-line summary is what the terminal needs.
 PIP_LOG := $(VENV)/pip-install.log
 
-# Demo settings (see README, "Configuration").
+# Demo settings (see docs/reference/params.md).
 IMAGES ?=
 COUNT ?= 200
 WEIGHTS ?= imagenet
@@ -15,7 +15,7 @@ ENGINE ?= onnx
 # The trigger's conf as JSON, for the params the variables above do not set: `make demo CONF='{"max_error_share": 0.2}'`.
 CONF ?= {}
 
-.PHONY: demo rehearse test test-fast test-slow test-stack lint format bench plan lock wheelhouse airflow-bundle clean check-java
+.PHONY: docs demo rehearse test test-fast test-slow test-stack lint format bench plan lock wheelhouse airflow-bundle clean check-java
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11+ is required, found " + sys.version.split()[0])'
@@ -44,7 +44,7 @@ check-java:
 demo: $(VENV)/.runtime-installed check-java
 	@IMAGES="$(IMAGES)" COUNT="$(COUNT)" WEIGHTS="$(WEIGHTS)" ENGINE="$(ENGINE)" CONF='$(CONF)' $(BIN)/python scripts/demo.py
 
-# Tiers of one suite (README, "Development"): `make test`, lint first, everything a contributor runs
+# Tiers of one suite (docs/develop/testing.md): `make test`, lint first, everything a contributor runs
 # before pushing; `make test-fast`, the tests that start no JVM, while editing; `make test-slow`, what
 # CI runs after `make test` but a contributor rarely needs (a fresh Python from the wheelhouse, `make rehearse`).
 # Two pytest workers (pytest-xdist): most of a test's time is one busy core (a JVM starting,
@@ -62,11 +62,15 @@ test-fast: $(VENV)/.test-installed
 test-slow: $(VENV)/.test-installed check-java
 	$(PYTEST) -m "slow and not stack" $(PYTEST_ARGS)
 
-# docker-compose.yaml's services as processes on a real PostgreSQL (README, "Running Airflow with Docker
-# Compose"): opt-in, about 4 minutes; skips, naming the apt-get line, where PostgreSQL's server is missing.
+# docker-compose.yaml's services as processes on a real PostgreSQL (docs/getting-started/docker-compose.md): opt-in, about 4 minutes; skips, naming the apt-get line, where PostgreSQL's server is missing.
 # One test in this process (-rP prints what it ran and the first lines of the run's featurize log).
 test-stack: $(VENV)/.stack-installed check-java
 	$(BIN)/python -m pytest -m stack -rP tests/test_compose_stack.py $(PYTEST_ARGS)
+
+# The documentation site (mkdocs.yml, docs/) into build/site/; `make test` builds it with --strict too.
+docs: $(VENV)/.test-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	@echo "Open build/site/index.html"
 
 # Lint and formatting, with Airflow's AIR rules (pyproject.toml); `make format` fixes what it can.
 lint: $(VENV)/.test-installed
@@ -83,7 +87,7 @@ bench: $(VENV)/.test-installed check-java
 	PYTHONPATH=. $(BIN)/python bench/benchmark.py --scale-images $(BENCH_SCALE) $(BENCH_ARGS)
 
 # The EMR target rehearsed on this machine: moto plays AWS, the rehearsal cluster runs the steps on
-# local Spark (README, "EMR rehearsal"). Same settings as the demo, and REHEARSE_BOOTSTRAP=1 to run
+# local Spark (docs/develop/rehearsal.md). Same settings as the demo, and REHEARSE_BOOTSTRAP=1 to run
 # the bootstrap for real (WHEELHOUSE=build/wheelhouse: from the wheels `make wheelhouse` downloaded),
 # REHEARSE_LAUNCH_FAILURES=<n> to fail the first n clusters' launches with a transient reason.
 rehearse: $(VENV)/.test-installed check-java
@@ -104,7 +108,7 @@ lock:
 	rm -rf build/lock-venv
 
 # The EMR nodes' packages as wheels, for clusters without internet access: upload the folder
-# to S3 and set FRUITFLOW_EMR_WHEELHOUSE_URI (README, "Deploying to AWS"). EMR 7 nodes run
+# to S3 and set FRUITFLOW_EMR_WHEELHOUSE_URI (docs/deploy/aws.md). EMR 7 nodes run
 # Amazon Linux 2023 (glibc 2.34) on x86_64 with CPython 3.11: any manylinux wheel up to glibc 2.34.
 # Both package sets go into one folder, so one URI serves every node: the lean set's pins are the
 # full set's, so its download only checks that every wheel it needs is there (or adds it).
@@ -119,7 +123,7 @@ wheelhouse: $(BIN)/python
 	$(PIP_DOWNLOAD_WHEELS) -r spark_jobs/cluster/requirements-lean.txt -c spark_jobs/cluster/constraints-lean.txt
 	@echo "$$(ls $(WHEELHOUSE) | wc -l) wheels in $(WHEELHOUSE) ($$(du -sh $(WHEELHOUSE) | cut -f1)): aws s3 sync $(WHEELHOUSE) s3://<bucket>/wheelhouse/"
 
-# What a managed Airflow (MWAA) takes for the EMR target (README, "Running on an existing Airflow"):
+# What a managed Airflow (MWAA) takes for the EMR target (docs/getting-started/existing-airflow.md):
 # dags/, plugins.zip, the lean requirements.txt and the settings as Airflow configuration options.
 AIRFLOW_BUNDLE ?= build/airflow-bundle
 airflow-bundle: $(VENV)/.runtime-installed

@@ -1,80 +1,7 @@
-"""
-### fruits_features: MobileNetV2 + PCA features for every fruit image
+"""fruits_features: MobileNetV2 + PCA features for every fruit image, every night.
 
-Every night (and on demand: **Trigger** with the form) this DAG turns the images under
-`images_uri` (`<class>/<image>.jpg|jpeg|png`) into, under `<results_uri>/<run key>/`:
-
-| output | what |
-|---|---|
-| `features/` | Parquet: `path`, `label`, `features` (1280 floats, MobileNetV2) |
-| `errors/` | Parquet: `path`, `label`, `error`: images that could not be featurised |
-| `pca/`, `pca_features.csv` | PCA-reduced vectors; the CSV has `path,label,pc_1..pc_k` |
-| `explained_variance.json` / `.png` | how many components (k) were kept and why |
-| `report.json` / `.html` | every run past validate_params: status, failed task, error, counts, k, cluster time, cost |
-
-The run key is the run's logical date to the second (`20261125T020000Z`); a second DAG run in the
-same second gets a longer name (`20261125T020000Z-200000`). `_dag_run.json` in the folder names the
-DAG run that owns it: clearing a run replaces only its own folder, never another run's.
-
-**Nightly runs cost what changed.** `find_changes` lists the images (paths, sizes, modification
-times) and fingerprints the weights file (S3: ETag and size, no download). When they, the params
-that shape the outputs (variance, weights, engine) and the jobs' code version are those of the
-last good run (`<results_uri>/latest.json`), nothing runs: no cluster, no Spark; the run ends
-successful and `report.json` says `unchanged since <run key>`. Otherwise its log and `report.json`
-(`changes`) say what changed, and featurize carries over the last good run's rows of unchanged
-images whose features' identity (engine, weights digest, preprocessing) still holds. The
-`full_refresh` param computes everything. Each good run moves `latest.json` (check_outputs) and,
-once the cluster is gone, emits an event of the `fruitflow_features` asset (write_report), whose
-`extra` has the run key, the CSV and features URIs, k, the counts, the steps' seconds and on EMR
-the cluster's phases, instance time and cost:
-`schedule=[Asset(name="fruitflow_features", uri="x-fruitflow://fruits_features/features")]`
-runs a DAG after each (README, "Nightly runs").
-
-**Target** (`FRUITFLOW_TARGET`): `emr` creates a transient EMR cluster, runs the three steps on
-it and always terminates it (`terminate_cluster` is a teardown; a run that ends failed without
-it has its clusters terminated by the fruitflow cleanup listener; EMR's idle auto-termination is
-the last safety net). `local` runs the same steps with spark-submit on this machine.
-
-#### When it fails (on call)
-`report.html` in the run folder says at its top what failed and what to do, and which clusters
-the run started and how each ended. With `FRUITFLOW_ALERT_SNS_TOPIC_ARN` the same reaches the
-on-call people as an alert (README, "On call").
-
-- **validate_params**: a param is wrong, an unknown conf key was given, the images prefix holds
-  no image, or a location lies outside the ones this deployment allows (`FRUITFLOW_ALLOWED_URIS`;
-  the form's descriptions name them); the log names each problem. No cluster was started and no
-  folder claimed. Trigger again with a fixed form.
-- **empty_run_folder / upload_code / create_cluster**: AWS access (the `aws_default` connection,
-  IAM roles, bucket policy). `empty_run_folder` deletes what an earlier try of this run left in its
-  folder, and refuses a folder that another DAG run owns.
-- **create_cluster**, with `ended ... before it was ready`: EMR ended the cluster while it started;
-  the log names EMR's code and message (`BOOTSTRAP_FAILURE`: the bootstrap's log is under
-  `node/<instance id>/bootstrap-actions/`; `VALIDATION_ERROR`: roles, subnet, request). A transient
-  reason (`INTERNAL_ERROR`, `INSTANCE_FLEET_TIMEOUT`) was relaunched, up to
-  FRUITFLOW_EMR_LAUNCH_ATTEMPTS clusters; `report.json`'s `clusters` lists each and how it ended.
-- **watch_featurize / watch_pca / watch_export_csv** (EMR) or **featurize / pca / export_csv** (local):
-  the log says the step's state, the job's own error line and the end of its Python traceback
-  (read from the step's `stdout.gz`, waiting up to FRUITFLOW_EMR_STEP_LOG_WAIT_SECONDS for EMR
-  to copy it), EMR's reason and the S3 folder of the step's logs (`stderr.gz` is Spark's own log).
-  A cancelled step only means an earlier one failed.
-- **find_changes**: the images could not be listed (AWS access). Skipped steps after it, all
-  pink, with a green run: nothing changed since the last good run, as its log says.
-- **check_outputs**: the steps ran but the outputs are off (the jobs' row counts disagree, the CSV's
-  size is not what export_csv wrote or its header is wrong, too many unreadable images: trigger
-  with a higher `max_error_share` if that many are expected). `report.json` in the run folder
-  has the numbers; `errors/` lists each bad image and why. `latest.json` still names the last
-  good run: the next run compares with that one.
-- **remove_old_runs**: the run's outputs are good and latest.json moved; only the retention of
-  old run folders failed (FRUITFLOW_KEEP_RUNS; on S3 the role needs s3:DeleteObject under the
-  results prefix). Its log names each folder it kept or deleted and why.
-- **write_report**: only the report could not be written. Deliberately, the run's outcome stays
-  that of the other tasks (a good night whose report failed is still green), but no features asset
-  event was emitted: a DAG scheduled on it does not run for this night. A failed run without its
-  report still alerts (the DAG's failure callback).
-- **terminate_cluster**: the cluster may still be running, and costing: the DAG run fails
-  (`on_failure_fail_dagrun`), `report.json` names it as `failed_task`, and the alert's first line
-  names the cluster. Terminate it by hand (EMR console, or `aws emr terminate-clusters
-  --cluster-ids <id>`); EMR's idle timeout would stop it otherwise.
+What it does and what to do when a task fails (the DAG page's documentation, and the docs' runbook)
+is in fruits_features.md beside this file.
 """
 
 from __future__ import annotations
@@ -322,7 +249,7 @@ with DAG(
         "on_failure_callback": record_failure,
     },
     tags=["fruitflow", "features", SETTINGS.target.value],
-    doc_md=__doc__,
+    doc_md=str(Path(__file__).with_name("fruits_features.md")),  # read by Airflow when the DAG is parsed
     on_failure_callback=NIGHT_ALERTS.on_run_failed,
     deadline=late_night_deadline(SETTINGS),
 ) as dag:

@@ -1,5 +1,5 @@
 """`make rehearse`: one run of the fruits_features DAG on the EMR target, against moto, its steps run
-for real on local Spark by the rehearsal cluster. Not an AWS run (README, "EMR rehearsal").
+for real on local Spark by the rehearsal cluster. Not an AWS run (docs/develop/rehearsal.md).
 
 The images are uploaded to a bucket of a moto server started here, the DAG runs with
 `airflow dags test` against it (the same RunJobFlow and AddJobFlowSteps requests as on AWS), and

@@ -23,8 +23,7 @@ TERMINATED_WITH_ERRORS while starting with a transient reason (INTERNAL_ERROR, a
 insufficient capacity), as a night whose first launch meets no capacity. DescribeCluster reports
 each reason's code, which moto leaves out.
 
-This is a rehearsal, not EMR: no YARN, IAM, network, instance capacity or EMRFS (README,
-"EMR rehearsal").
+This is a rehearsal, not EMR: no YARN, IAM, network, instance capacity or EMRFS (docs/develop/rehearsal.md).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
 writes into OUT:
 
-    dags/fruits_features.py
+    dags/fruits_features.py, and fruits_features.md: its documentation (the runbook)
     plugins.zip        the distribution's packages as `pip install .` lays them out (fruitflow_pipeline
                        with the job sources as its data, fruitflow, the cleanup listener), and an
                        .airflowignore so Airflow loads only the listener as a plugin
@@ -60,7 +60,8 @@ def lean_requirements() -> str:
 def build(out: Path) -> None:
     shutil.rmtree(out, ignore_errors=True)
     (out / "dags").mkdir(parents=True)
-    shutil.copy2(ROOT / "dags" / "fruits_features.py", out / "dags" / "fruits_features.py")
+    for name in ("fruits_features.py", "fruits_features.md"):
+        shutil.copy2(ROOT / "dags" / name, out / "dags" / name)
     with tempfile.TemporaryDirectory() as wheels:
         plugins_zip(build_wheel(Path(wheels)), out / "plugins.zip")
     (out / "requirements.txt").write_text(lean_requirements())

@@ -75,7 +75,7 @@ def airflow_environment(airflow_home: Path) -> dict[str, str]:
 
 def deployment_defaults(images_uri: str, results_uri: str, weights: str) -> dict[str, str]:
     """The settings of a deployment whose nightly run is this run: FRUITFLOW_ALLOWED_URIS, unset,
-    then lets runs read and write these locations and no others (README, "Deploying to AWS")."""
+    then lets runs read and write these locations and no others (docs/deploy/aws.md)."""
     return {
         "FRUITFLOW_IMAGES_URI": images_uri,
         "FRUITFLOW_RESULTS_URI": results_uri,

@@ -46,7 +46,7 @@ def _refuse_unmarked_spark(what: str) -> None:
     item = _running
     if item is not None and item.get_closest_marker("spark") is None:
         _unmarked_jvm[item.nodeid] = what
-        pytest.fail(f"{item.nodeid} starts {what}: mark it @pytest.mark.spark (README, Development)", pytrace=False)
+        pytest.fail(f"{item.nodeid} starts {what}: mark it @pytest.mark.spark (docs/develop/testing.md)", pytrace=False)
 
 
 _original_popen_init = subprocess.Popen.__init__

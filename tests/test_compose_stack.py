@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 from pathlib import Path
 
@@ -267,28 +268,23 @@ def test_the_dockerfile_installs_the_files_the_stacks_environment_was_installed_
     assert "-r requirements-stack.txt" in makefile.split("\nlock:")[1].split("\n\n")[0]  # `make lock` keeps the pins
 
 
-def test_the_readme_and_ci_install_what_the_skip_message_names():
-    assert APT_INSTALL in (ROOT / "README.md").read_text()
+def test_the_docs_and_ci_install_what_the_skip_message_names():
+    assert APT_INSTALL in (ROOT / "docs" / "getting-started" / "docker-compose.md").read_text()
     assert APT_INSTALL in (ROOT / ".ci" / "run").read_text()
 
 
 # --- The stack itself ---------------------------------------------------------------------------
 
 DAG_ID = "fruits_features"
-CONSUMER_DAG_ID = "train_fruit_classifier"  # the README's DAG scheduled on the features asset
+CONSUMER_DAG = ROOT / "examples" / "train_fruit_classifier.py"  # the docs' DAG scheduled on the features asset
+CONSUMER_DAG_ID = CONSUMER_DAG.stem
 IMAGES = 6  # one in each of six classes: the smallest folder PCA and the checks take
 PIPELINE_TASKS = ["validate_params", "find_changes", "empty_run_folder", "upload_code",
                   "featurize", "pca", "export_csv", "check_outputs", "remove_old_runs", "write_report"]  # fmt: skip
 
 
-def readme_consumer_dag() -> str:
-    """The README's example of a DAG that runs after each good run, as a user copies it."""
-    section = (ROOT / "README.md").read_text().split("**The `fruitflow_features` asset.**", 1)[1]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
-
-
-def test_the_readme_consumer_dag_is_scheduled_on_the_features_asset():
-    assert f'dag_id="{CONSUMER_DAG_ID}", schedule=[FRUIT_FEATURES]' in readme_consumer_dag()
+def test_the_example_consumer_dag_is_scheduled_on_the_features_asset():
+    assert f'dag_id="{CONSUMER_DAG_ID}", schedule=[FRUIT_FEATURES]' in CONSUMER_DAG.read_text()
 
 
 LATE_AFTER = "20s"  # FRUITFLOW_ALERT_LATE_AFTER: shorter than the triggered run, which is then late
@@ -314,7 +310,7 @@ def test_the_compose_services_run_the_dag_on_postgresql():
 
     with ComposeStack(variables={"AIRFLOW_UID": str(os.getuid()), "FRUITFLOW_ALERT_LATE_AFTER": LATE_AFTER}) as stack:
         stack.prepare_mounts()
-        (stack.home / "dags" / f"{CONSUMER_DAG_ID}.py").write_text(readme_consumer_dag())
+        shutil.copy(CONSUMER_DAG, stack.home / "dags")
         stack.up()
         api = AirflowApi(stack.api_url)
         api.log_in()
@@ -366,7 +362,7 @@ def test_the_compose_services_run_the_dag_on_postgresql():
     assert sorted(csv["path"]) == sorted(f"file:{path}" for path in images) == sorted(features["path"])
     assert len(csv.columns) == report["pca"]["k"] + 2 and features["features"].map(len).eq(1280).all()
     assert latest["run_key"] == folder.name  # the last good run, for the next night
-    # The good run's asset event started the README's DAG, which read the event's extra (the failed
+    # The good run's asset event started the example consumer DAG, which read the event's extra (the failed
     # scheduled run before it emitted none).
     assert consumer["state"] == "success"
     assert f"run {folder.name}: {IMAGES} images, {IMAGES} new, k = {report['pca']['k']}" in consumer_log

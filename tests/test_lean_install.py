@@ -1,4 +1,4 @@
-"""The Airflow side where a team installs it (README, "Running on an existing Airflow"): a fresh
+"""The Airflow side where a team installs it (docs/getting-started/existing-airflow.md): a fresh
 virtual environment with only the lean install, at the lowest Airflow and Amazon provider versions
 pyproject.toml declares and at the pinned ones, and one from `make airflow-bundle`'s files. In each,
 the DAG passes its integrity and alert tests and a full EMR night runs against moto (the steps driven by the
@@ -129,7 +129,8 @@ def test_the_lean_install_runs_the_emr_night_without_the_clusters_software(versi
 def test_the_bundle_runs_the_emr_night_from_its_plugins_zip(tmp_path):
     bundle = tmp_path / "bundle"
     build_bundle(bundle)
-    assert (bundle / "dags" / "fruits_features.py").read_bytes() == (ROOT / "dags" / "fruits_features.py").read_bytes()
+    for name in ("fruits_features.py", "fruits_features.md"):  # the DAG and its runbook
+        assert (bundle / "dags" / name).read_bytes() == (ROOT / "dags" / name).read_bytes()
     assert '"fruitflow.results_uri"' in (bundle / "airflow_configuration_options.json").read_text()
     requirements = [line for line in (bundle / "requirements.txt").read_text().splitlines() if not line.startswith("#")]
     assert {Requirement(line).name for line in requirements} >= set(RANGED)

@@ -1,5 +1,5 @@
 """The suite's tiers as the Makefile selects them and CI runs them: every test, whatever marks it
-carries, runs in exactly one of the tiers `.ci/run` calls (README, "Development")."""
+carries, runs in exactly one of the tiers `.ci/run` calls (docs/develop/testing.md)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ of the runbook in the DAG's docs, "When it fails"). Every cluster the run starte
 from __future__ import annotations
 
 TERMINATE_TASK = "terminate_cluster"
-# The runbook's advice for each task that can fail, in one line; the DAG's doc_md has the long form.
+# The runbook's advice for each task that can fail, in one line; dags/fruits_features.md has the long form.
 ADVICE = {
     "validate_params": "a param, the conf or an allowed location is wrong: trigger again with a fixed form",
     "find_changes": "the images could not be listed: check AWS access (aws_default, IAM role, bucket policy)",

@@ -1,4 +1,4 @@
-"""Every deployment setting with its default and meaning, written once: the README's settings table
+"""Every deployment setting with its default and meaning, written once: the docs' settings reference
 and the bundle's Airflow configuration options are rendered from here (tests/test_settings_reference.py
 checks that it names exactly the settings ``Settings.from_env`` reads)."""
 
@@ -204,7 +204,7 @@ SETTINGS: tuple[Setting, ...] = (
 
 
 def settings_table() -> str:
-    """The README's table: each setting's variable, its Airflow option, default and meaning (Markdown)."""
+    """The settings reference's table: each setting's variable, its Airflow option, default and meaning (Markdown)."""
     rows = [
         "| environment variable | Airflow option | default | meaning |",
         "|---|---|---|---|",

@@ -1,4 +1,4 @@
-"""The README's IAM policy for the role that runs the DAG, against the AWS calls two full moto
+"""The docs' IAM policy (docs/deploy/aws.md) for the role that runs the DAG, against the AWS calls two full moto
 nights make: every call is allowed by a statement (action, resource, S3 prefix condition), and
 every action the policy grants is used. A moto run, not an AWS run: the policy is evaluated here
 by the rules IAM documents for Allow statements (action and resource match, StringLike conditions),
@@ -23,15 +23,15 @@ from test_emr_control_plane import (
     task_states,
 )
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+POLICY_PAGE = Path(__file__).resolve().parents[2] / "docs" / "deploy" / "aws.md"
 ACCOUNT = "123456789012"  # moto's account
 PLACEHOLDERS = {"<account>": ACCOUNT, "<bucket>": BUCKET}
 CLUSTER_ARN = "arn:aws:elasticmapreduce:eu-west-1:" + ACCOUNT + ":cluster/{}"
 
 
 def readme_policy() -> list[dict]:
-    """The statements of the policy after the README's ``fruitflow-dag-role-policy`` marker."""
-    text = README.read_text()
+    """The statements of the policy after the page's ``fruitflow-dag-role-policy`` marker."""
+    text = POLICY_PAGE.read_text()
     block = re.search(r"<!-- fruitflow-dag-role-policy -->\s*```json\n(.*?)```", text, re.DOTALL).group(1)
     for placeholder, value in PLACEHOLDERS.items():
         block = block.replace(placeholder, value)

@@ -1,7 +1,7 @@
 """The EMR rehearsal: the real DAG on the EMR target against a moto server, every step it adds run
 for real by the rehearsal cluster: spark-submit from the step's arguments and the cluster's
-configurations, ``s3://`` served from a mirror of the bucket. Not an AWS run: see README,
-"EMR rehearsal", for what it cannot show."""
+configurations, ``s3://`` served from a mirror of the bucket. Not an AWS run: see
+docs/develop/rehearsal.md for what it cannot show."""
 
 from __future__ import annotations
 
