@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fruitflow_pipeline.settings import DeploymentValues, SettingError, Settings, Target
-from fruitflow_pipeline.settings_reference import SETTINGS, airflow_configuration_options, settings_table
+from fruitflow_pipeline.settings_reference import SETTINGS, airflow_configuration_options, settings_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,12 +33,12 @@ def test_the_table_names_exactly_the_settings_the_code_reads():
 
 
 def test_the_settings_page_shows_the_generated_table():
-    """docs/hooks.py puts settings_table() where the page's marker is; the site's build (tests/test_docs.py)
+    """docs/hooks.py puts settings_markdown() where the page's marker is; the site's build (tests/test_docs.py)
     checks the rendered page."""
-    from docs.hooks import SETTINGS_TABLE, on_page_markdown
+    from docs.hooks import SETTINGS_REFERENCE, on_page_markdown
 
     page = (ROOT / "docs" / "deploy" / "settings.md").read_text()
-    assert SETTINGS_TABLE in page and settings_table() in on_page_markdown(page, page=None)
+    assert SETTINGS_REFERENCE in page and settings_markdown() in on_page_markdown(page, page=None)
 
 
 def test_an_airflow_option_sets_what_no_variable_sets_and_a_variable_wins():

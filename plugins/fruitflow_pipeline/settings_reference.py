@@ -203,17 +203,38 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
-def settings_table() -> str:
-    """The settings reference's table: each setting's variable, its Airflow option, default and meaning (Markdown)."""
-    rows = [
-        "| environment variable | Airflow option | default | meaning |",
-        "|---|---|---|---|",
-        *(
-            f"| `{setting.variable}` | `[{AIRFLOW_SECTION}] {setting.option}` | {setting.default} | {setting.meaning} |"
-            for setting in SETTINGS
-        ),
-    ]
-    return "\n".join(rows) + "\n"
+# The settings reference's sections, by the setting's name: the first prefix that matches.
+GROUPS = (
+    ("EMR_", "The EMR cluster"),
+    ("KEEP_", "Retention"),
+    ("RETENTION_", "Retention"),
+    ("ALERT_", "Alerts"),
+    ("SPARK_", "The local target's Spark"),
+    ("", "Every deployment"),
+)
+
+
+def group_of(setting: Setting) -> str:
+    return next(title for prefix, title in GROUPS if setting.name.startswith(prefix))
+
+
+def settings_markdown() -> str:
+    """The settings reference (Markdown): a section per group, a heading per setting with its Airflow
+    option and default, then its meaning."""
+    lines = []
+    for title in dict.fromkeys(group_of(setting) for setting in SETTINGS):  # in the order SETTINGS first names them
+        members = [setting for setting in SETTINGS if group_of(setting) == title]
+        lines += [f"## {title}", ""]
+        for setting in members:
+            lines += [
+                f"### `{setting.variable}`",
+                "",
+                f"Airflow option `[{AIRFLOW_SECTION}] {setting.option}` · default {setting.default}",
+                "",
+                setting.meaning[:1].upper() + setting.meaning[1:] + ".",
+                "",
+            ]
+    return "\n".join(lines)
 
 
 def airflow_configuration_options() -> dict[str, str]:
