@@ -163,17 +163,25 @@ def lies_under_any(location: str, prefixes: tuple[str, ...]) -> bool:
     return prefixes == (ANYWHERE,) or any(is_under(location, prefix) for prefix in prefixes)
 
 
+def json_object_from(name: str, raw: str, problem: str, value_ok: Callable[[object], bool]) -> dict:
+    """FRUITFLOW_<name>: a JSON object whose every value passes ``value_ok``; else SettingError with ``problem``."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise SettingError(f"FRUITFLOW_{name} {problem}") from None
+    if not isinstance(value, dict) or not all(value_ok(item) for item in value.values()):
+        raise SettingError(f"FRUITFLOW_{name} {problem}")
+    return value
+
+
 def hourly_prices_from(raw: str) -> dict[str, float]:
     """FRUITFLOW_EMR_HOURLY_PRICES: a JSON object, instance type (or "<type>:SPOT") -> price per hour."""
-    problem = 'must be a JSON object of instance type to price per hour, e.g. {"m5.xlarge": 0.24}'
-    try:
-        prices = json.loads(raw)
-    except ValueError:
-        raise SettingError(f"FRUITFLOW_EMR_HOURLY_PRICES {problem}") from None
-    if not isinstance(prices, dict) or not all(
-        isinstance(price, int | float) and not isinstance(price, bool) and price >= 0 for price in prices.values()
-    ):
-        raise SettingError(f"FRUITFLOW_EMR_HOURLY_PRICES {problem}")
+    prices = json_object_from(
+        "EMR_HOURLY_PRICES",
+        raw,
+        'must be a JSON object of instance type to price per hour, e.g. {"m5.xlarge": 0.24}',
+        lambda price: isinstance(price, int | float) and not isinstance(price, bool) and price >= 0,
+    )
     return {key: float(price) for key, price in prices.items()}
 
 
@@ -230,12 +238,7 @@ TAG_KEY_CHARACTERS, TAG_VALUE_CHARACTERS = 128, 256
 def tags_from(raw: str) -> dict[str, str]:
     """FRUITFLOW_EMR_TAGS: a JSON object of tag key to value, added to every cluster's own tags."""
     problem = 'must be a JSON object of tag key to text value, e.g. {"cost-center": "ml-42"}'
-    try:
-        tags = json.loads(raw)
-    except ValueError:
-        raise SettingError(f"FRUITFLOW_EMR_TAGS {problem}") from None
-    if not isinstance(tags, dict) or not all(isinstance(value, str) for value in tags.values()):
-        raise SettingError(f"FRUITFLOW_EMR_TAGS {problem}")
+    tags = json_object_from("EMR_TAGS", raw, problem, lambda value: isinstance(value, str))
     for key, value in tags.items():
         if not key or len(key) > TAG_KEY_CHARACTERS or key.lower().startswith("aws:"):
             raise SettingError(
