@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from fruitflow_pipeline.run import PipelineRun, join_uri
 from fruitflow_pipeline.settings import EmrSettings
-from fruitflow_pipeline.sizing import ExecutorPlan
+from fruitflow_pipeline.sizing import INSTANCE_TYPES, ExecutorPlan, SizingError, plan_executors, plan_fleet_executors
 
 # The last tag lets EMR's v2 managed service policy (AmazonEMRServicePolicy_v2) act on the
 # cluster's instances; the tags are propagated to every EC2 instance of the cluster.
@@ -28,6 +29,9 @@ class ClusterShape:
     task_instance_type: str
     task_instance_count: int
     task_market: str  # "SPOT" or "ON_DEMAND"
+    # Instance fleets (FRUITFLOW_EMR_FLEETS), role -> instance types; empty: instance groups. With fleets,
+    # a role's capacity is its count times the vCPUs of its instance type above, filled by any of these types.
+    fleets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _instance_groups(shape: ClusterShape) -> list[dict]:
@@ -43,6 +47,69 @@ def _instance_groups(shape: ClusterShape) -> list[dict]:
              "InstanceType": shape.task_instance_type, "InstanceCount": shape.task_instance_count}
         )  # fmt: skip
     return groups
+
+
+# How long the task fleet waits for spot capacity before it takes on-demand instances instead.
+SPOT_TIMEOUT_MINUTES = 10
+
+
+def fleet_capacity(shape: ClusterShape) -> dict[str, int]:
+    """The worker fleets' target capacity in vCPUs: each role's count times its instance type's vCPUs."""
+    roles = {"core": (shape.core_instance_type, shape.core_instance_count)}
+    if shape.task_instance_count:
+        roles["task"] = (shape.task_instance_type, shape.task_instance_count)
+    unknown = sorted({instance_type for instance_type, _ in roles.values()} - set(INSTANCE_TYPES))
+    if unknown:
+        raise SizingError(f"no vCPU count known for {', '.join(unknown)}; supported types: {', '.join(INSTANCE_TYPES)}")
+    if "task" in roles and "task" not in shape.fleets:
+        raise SizingError("task nodes asked for, but FRUITFLOW_EMR_FLEETS names no task instance types")
+    return {role: count * INSTANCE_TYPES[instance_type].vcpus for role, (instance_type, count) in roles.items()}
+
+
+def _instance_fleets(shape: ClusterShape) -> list[dict]:
+    """One fleet per role, every type weighted by its vCPUs (the primary fleet's weights are 1: EMR API
+    Reference, InstanceTypeConfig).
+    Primary and core are on demand; task capacity is spot with a timeout that switches to on-demand.
+    Allocation strategies: EMR API Reference, SpotProvisioningSpecification (price-capacity-optimized
+    among capacity-optimized, lowest-price, diversified, capacity-optimized-prioritized) and
+    OnDemandProvisioningSpecification (lowest-price or prioritized)."""
+    on_demand = {"OnDemandSpecification": {"AllocationStrategy": "lowest-price"}}
+    capacity = fleet_capacity(shape)
+    fleets = [
+        {"Name": "primary", "InstanceFleetType": "MASTER", "TargetOnDemandCapacity": 1,
+         "InstanceTypeConfigs": [{"InstanceType": name, "WeightedCapacity": 1} for name in shape.fleets["primary"]],
+         "LaunchSpecifications": on_demand},
+        {"Name": "core", "InstanceFleetType": "CORE", "TargetOnDemandCapacity": capacity["core"],
+         "InstanceTypeConfigs": _weighted_by_vcpus(shape.fleets["core"]), "LaunchSpecifications": on_demand},
+    ]  # fmt: skip
+    if "task" in capacity:
+        spot = shape.task_market == "SPOT"
+        fleets.append(
+            {"Name": "task", "InstanceFleetType": "TASK",
+             ("TargetSpotCapacity" if spot else "TargetOnDemandCapacity"): capacity["task"],
+             "InstanceTypeConfigs": _weighted_by_vcpus(shape.fleets["task"]),
+             "LaunchSpecifications": {
+                 **on_demand,
+                 **({"SpotSpecification": {
+                     "TimeoutDurationMinutes": SPOT_TIMEOUT_MINUTES, "TimeoutAction": "SWITCH_TO_ON_DEMAND",
+                     "AllocationStrategy": "price-capacity-optimized"}} if spot else {}),
+             }}
+        )  # fmt: skip
+    return fleets
+
+
+def _weighted_by_vcpus(instance_types: tuple[str, ...]) -> list[dict]:
+    return [{"InstanceType": name, "WeightedCapacity": INSTANCE_TYPES[name].vcpus} for name in instance_types]
+
+
+def plan_cluster_executors(shape: ClusterShape, worker_mb: int) -> ExecutorPlan:
+    """The executor plan for ``shape``: its core and task groups, or, with instance fleets, the
+    smallest YARN memory per vCPU among every type the worker fleets may get. Raises SizingError."""
+    if not shape.fleets:
+        return plan_executors(worker_groups(shape), worker_mb)
+    capacity = fleet_capacity(shape)
+    types = [name for role in capacity for name in shape.fleets[role]]
+    return plan_fleet_executors(types, sum(capacity.values()), worker_mb)
 
 
 def _spark_configurations(emr: EmrSettings, executors: ExecutorPlan) -> list[dict]:
@@ -93,12 +160,16 @@ def job_flow_spec(
     its executor plan.
     """
     instances: dict = {
-        "InstanceGroups": _instance_groups(shape),
+        **(
+            {"InstanceFleets": _instance_fleets(shape)} if shape.fleets else {"InstanceGroups": _instance_groups(shape)}
+        ),
         "KeepJobFlowAliveWhenNoSteps": True,
         "TerminationProtected": False,
     }
-    if emr.subnet_id:
-        instances["Ec2SubnetId"] = emr.subnet_id
+    if shape.fleets and emr.subnet_ids:
+        instances["Ec2SubnetIds"] = list(emr.subnet_ids)  # EMR launches the cluster in the best of these
+    elif emr.subnet_ids:
+        instances["Ec2SubnetId"] = emr.subnet_ids[0]
     tags = {
         **emr.tags,  # the deployment's own tags first: the run's below replace any with the same key
         **TAGS,

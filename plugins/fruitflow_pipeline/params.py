@@ -22,7 +22,7 @@ from fruitflow.contract import (
     WEIGHTS_RANDOM,
     is_image_path,
 )
-from fruitflow_pipeline.cluster import ClusterShape, worker_groups
+from fruitflow_pipeline.cluster import ClusterShape, plan_cluster_executors
 from fruitflow_pipeline.nightly import read_latest
 from fruitflow_pipeline.run import PipelineRun
 from fruitflow_pipeline.settings import (
@@ -36,7 +36,7 @@ from fruitflow_pipeline.settings import (
     resolved_location,
     weights_problem,
 )
-from fruitflow_pipeline.sizing import INSTANCE_TYPES, ExecutorPlan, SizingError, plan_executors, python_worker_mb
+from fruitflow_pipeline.sizing import INSTANCE_TYPES, ExecutorPlan, SizingError, python_worker_mb
 from fruitflow_pipeline.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -240,10 +240,11 @@ def _check_params(params: Mapping, conf: Mapping, settings: Settings) -> _Checke
             task_instance_type=params["task_instance_type"],
             task_instance_count=int(params["task_instance_count"]),
             task_market=params["task_market"],
+            fleets=settings.emr.fleets,
         )
         try:
             worker_mb = python_worker_mb(params["engine"], int(params["batch_size"]))
-            executors = plan_executors(worker_groups(cluster), worker_mb)
+            executors = plan_cluster_executors(cluster, worker_mb)
         except SizingError as problem:
             problems.append(f"cluster: {problem}")
     return _CheckedParams(images, results, weights, weights_file, cluster, executors, problems)

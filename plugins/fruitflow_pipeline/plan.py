@@ -31,15 +31,39 @@ from fruitflow_pipeline.steps import PIPELINE, emr_step, local_command
 def deployment_warnings(settings: Settings, weights: str) -> list[str]:
     """What an EMR run with these settings needs from its account and network beyond S3."""
     warnings = []
-    if not settings.emr.subnet_id:
+    if not settings.emr.subnet_ids:
         warnings.append(
-            "no subnet (FRUITFLOW_EMR_SUBNET_ID): EMR picks the account's default VPC, and fails where there is none"
+            "no subnet (FRUITFLOW_EMR_SUBNET_ID or _IDS): EMR picks the account's default VPC, and fails where there "
+            "is none"
         )
     if not settings.emr.wheelhouse_uri:
         warnings.append("no wheelhouse (FRUITFLOW_EMR_WHEELHOUSE_URI): every node installs from PyPI")
     if weights == WEIGHTS_IMAGENET:
         warnings.append("weights 'imagenet': the Spark driver downloads them from the internet (FRUITFLOW_WEIGHTS)")
     return warnings
+
+
+def capacity_lines(request: dict) -> list[str]:
+    """What the cluster asks EC2 for: one line per instance group, or per instance fleet with its types."""
+    instances = request["Instances"]
+    subnets = instances.get("Ec2SubnetIds") or [instances.get("Ec2SubnetId", "the default VPC's")]
+    lines = [f"Subnets: {', '.join(subnets)}"]
+    for group in instances.get("InstanceGroups", []):
+        lines.append(f"  {group['Name']}: {group['InstanceCount']} x {group['InstanceType']} {group['Market']}")
+    for fleet in instances.get("InstanceFleets", []):
+        targets = [
+            f"{fleet[key]} {market}"
+            for key, market in (("TargetOnDemandCapacity", "ON_DEMAND"), ("TargetSpotCapacity", "SPOT"))
+            if key in fleet
+        ]
+        types = ", ".join(
+            f"{config['InstanceType']} ({config['WeightedCapacity']})" for config in fleet["InstanceTypeConfigs"]
+        )
+        spot = fleet["LaunchSpecifications"].get("SpotSpecification")
+        fallback = f"; on demand after {spot['TimeoutDurationMinutes']} min without spot" if spot else ""
+        lines.append(f"  {fleet['Name']} fleet: {' + '.join(targets)} units of {types}{fallback}")
+    kind = "instance fleets (units: vCPUs)" if "InstanceFleets" in instances else "instance groups"
+    return [f"Capacity: {kind}", *lines]
 
 
 def guard_rail_lines(settings: Settings, request: dict) -> list[str]:
@@ -97,7 +121,7 @@ def render_plan(settings: Settings, conf: dict, moment: datetime) -> str:
         request = job_flow_spec(
             run, validated.cluster, settings.emr, f"manual__{moment.isoformat()}", validated.executors
         )
-        lines += ["", *guard_rail_lines(settings, request)]
+        lines += ["", *capacity_lines(request), "", *guard_rail_lines(settings, request)]
         lines += ["", "RunJobFlow request:", json.dumps(request, indent=2)]
     else:
         lines += ["", "Steps (spark-submit on this machine, one after the other):"]

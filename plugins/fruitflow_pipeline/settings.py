@@ -22,6 +22,7 @@ from urllib.parse import unquote
 
 from fruitflow.contract import WEIGHTS_IMAGENET, WEIGHTS_RANDOM
 from fruitflow_pipeline import DEFAULT_JOBS_DIR, jobs_dir_from_env
+from fruitflow_pipeline.sizing import INSTANCE_TYPES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_POKE_INTERVAL_SECONDS = 60.0
@@ -249,6 +250,53 @@ def tags_from(raw: str) -> dict[str, str]:
     return tags
 
 
+FLEET_ROLES = ("primary", "core", "task")
+# EMR API Reference, InstanceTypeConfig: up to 30 instance types per fleet with an allocation
+# strategy, as every fleet of this request has.
+MAX_FLEET_TYPES = 30
+SUBNET_ID = re.compile(r"subnet-[0-9a-f]{8,17}")
+
+
+def fleets_from(raw: str) -> dict[str, tuple[str, ...]]:
+    """FRUITFLOW_EMR_FLEETS: empty (instance groups), or a JSON object of fleet role (primary, core,
+    task) to the instance types it may get; core and task types need a known YARN sizing."""
+    if not raw:
+        return {}
+    problem = 'must be a JSON object of role to instance types, e.g. {"primary": ["m5.xlarge"], "core": [...]}'
+    fleets = json_object_from(
+        "EMR_FLEETS", raw, problem, lambda types: isinstance(types, list) and all(isinstance(t, str) for t in types)
+    )
+    if unknown := sorted(set(fleets) - set(FLEET_ROLES)):
+        raise SettingError(f"FRUITFLOW_EMR_FLEETS: unknown role(s) {', '.join(unknown)}; use {', '.join(FLEET_ROLES)}")
+    if missing := [role for role in ("primary", "core") if role not in fleets]:
+        raise SettingError(f"FRUITFLOW_EMR_FLEETS: no instance types for {', '.join(missing)}")
+    for role, types in fleets.items():
+        if not 1 <= len(types) <= MAX_FLEET_TYPES or len(set(types)) != len(types):
+            raise SettingError(
+                f"FRUITFLOW_EMR_FLEETS: {role} needs 1 to {MAX_FLEET_TYPES} different instance types, got {types}"
+            )
+        unsized = [name for name in types if name not in INSTANCE_TYPES]
+        if role != "primary" and unsized:
+            raise SettingError(
+                f"FRUITFLOW_EMR_FLEETS: no YARN sizing known for {role} type(s) {', '.join(unsized)}; "
+                f"executors are sized on every type a fleet may get: use {', '.join(INSTANCE_TYPES)}"
+            )
+    return {role: tuple(fleets[role]) for role in FLEET_ROLES if role in fleets}
+
+
+def subnet_ids_from(subnet_id: str, subnet_ids: str) -> tuple[str, ...]:
+    """The subnets EMR may launch the cluster in: FRUITFLOW_EMR_SUBNET_ID, or several (instance
+    fleets only: EMR picks one of ``Ec2SubnetIds``) from FRUITFLOW_EMR_SUBNET_IDS."""
+    if subnet_id and subnet_ids:
+        raise SettingError("FRUITFLOW_EMR_SUBNET_ID and FRUITFLOW_EMR_SUBNET_IDS are both set: set one")
+    if not subnet_ids:
+        return (subnet_id,) if subnet_id else ()
+    ids = tuple(dict.fromkeys(part.strip() for part in subnet_ids.split(",") if part.strip()))
+    if bad := [value for value in ids if not SUBNET_ID.fullmatch(value)]:
+        raise SettingError(f"FRUITFLOW_EMR_SUBNET_IDS: {', '.join(bad)} is no subnet id (subnet-<hex>)")
+    return ids
+
+
 def step_role_problem(step_role: str, security_configuration: str) -> str | None:
     """Why FRUITFLOW_EMR_STEP_ROLE cannot be used with these settings, or None when it can."""
     if not ROLE_ARN.fullmatch(step_role):
@@ -269,7 +317,9 @@ class EmrSettings:
     # EMR's default v2 service role (AmazonEMRServicePolicy_v2; EMR Management Guide, "Service role for Amazon EMR").
     service_role: str = "EMR_DefaultRole_V2"
     instance_profile: str = "EMR_EC2_DefaultRole"
-    subnet_id: str = ""
+    subnet_ids: tuple[str, ...] = ()  # empty: EMR uses the account's default VPC
+    # Instance fleets, role -> instance types (FRUITFLOW_EMR_FLEETS); empty: one instance group per role.
+    fleets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     log_uri: str = ""  # empty: <results_uri>/_emr_logs/
     idle_timeout_seconds: int = idle_timeout_for(DEFAULT_POKE_INTERVAL_SECONDS)
     python: str = "/usr/bin/python3.11"
@@ -418,6 +468,11 @@ class Settings:
         security_configuration, step_role = text("EMR_SECURITY_CONFIGURATION"), text("EMR_STEP_ROLE")
         if step_role and (problem := step_role_problem(step_role, security_configuration)):
             raise SettingError(f"FRUITFLOW_EMR_STEP_ROLE={step_role!r} {problem}")
+        fleets = fleets_from(text("EMR_FLEETS"))
+        subnet_ids = subnet_ids_from(text("EMR_SUBNET_ID"), text("EMR_SUBNET_IDS"))
+        if len(subnet_ids) > 1 and not fleets:
+            # RunJobFlow takes several subnets (Ec2SubnetIds) only for instance fleets (EMR API Reference).
+            raise SettingError("FRUITFLOW_EMR_SUBNET_IDS: several subnets need instance fleets (FRUITFLOW_EMR_FLEETS)")
         poke_interval = number("POKE_INTERVAL_SECONDS", cls.poke_interval_seconds, float)
         allowed_uris = tuple(filter(None, (uri.strip() for uri in text("ALLOWED_URIS").split(","))))
         emr, local, retention = EmrSettings(), LocalSettings(), RetentionSettings()
@@ -438,7 +493,8 @@ class Settings:
                 release_label=text("EMR_RELEASE_LABEL", emr.release_label),
                 service_role=text("EMR_SERVICE_ROLE", emr.service_role),
                 instance_profile=text("EMR_INSTANCE_PROFILE", emr.instance_profile),
-                subnet_id=text("EMR_SUBNET_ID"),
+                subnet_ids=subnet_ids,
+                fleets=fleets,
                 log_uri=text("EMR_LOG_URI"),
                 idle_timeout_seconds=number("EMR_IDLE_TIMEOUT_SECONDS", idle_timeout_for(poke_interval)),
                 python=text("EMR_PYTHON", emr.python),

@@ -99,6 +99,23 @@ SETTINGS: tuple[Setting, ...] = (
         "subnet to start the cluster in: set it (without one EMR uses the default VPC)",
         "subnet-<id>",
     ),
+    Setting(
+        "EMR_SUBNET_IDS",
+        "(none)",
+        "comma-separated subnets EMR may start the cluster in (it picks one with the capacity asked for); "
+        "only with `FRUITFLOW_EMR_FLEETS`, and not together with `FRUITFLOW_EMR_SUBNET_ID`",
+    ),
+    Setting(
+        "EMR_FLEETS",
+        "(none: one instance group per role)",
+        'JSON object of role to the instance types its instance fleet may get, e.g. `{"primary": ["m5.xlarge", '
+        '"m6i.xlarge"], "core": ["m5.2xlarge", "m6i.2xlarge"], "task": ["m5.2xlarge", "r5.2xlarge"]}` (`primary` '
+        "and `core` required, up to 30 types each). A role's capacity is its node count times the vCPUs of its "
+        "node type (trigger form), filled by any listed type weighted by its vCPUs; primary and core on demand, "
+        "task nodes on spot (`price-capacity-optimized`) switching to on demand after 10 minutes without "
+        "capacity. Core and task types must be in the executor sizing table; executors are sized for the least "
+        'YARN memory per vCPU among them (see "Instance fleets" in the sizing page)',
+    ),
     Setting("EMR_LOG_URI", "`<results_uri>/_emr_logs/`", "EMR log folder"),
     Setting(
         "EMR_IDLE_TIMEOUT_SECONDS",

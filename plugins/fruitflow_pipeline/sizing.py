@@ -89,7 +89,9 @@ class ExecutorPlan:
 
     def describe(self) -> str:
         """One line for logs, the report and an EMR tag (so no characters EMR refuses in tags)."""
-        if self.executors % self.nodes == 0:
+        if not self.nodes:  # instance fleets: EMR chooses the types, so the node count is unknown
+            layout = f"{self.executors} executors x {self.executor_cores} cores on instance fleets"
+        elif self.executors % self.nodes == 0:
             layout = f"{self.nodes} nodes x {self.executors // self.nodes} executors x {self.executor_cores} cores"
         else:  # core and task nodes of different sizes
             layout = f"{self.executors} executors x {self.executor_cores} cores on {self.nodes} nodes"
@@ -99,21 +101,18 @@ class ExecutorPlan:
         )
 
 
-def plan_executors(groups: list[tuple[str, int]], worker_mb: int) -> ExecutorPlan:
-    """Executors for the worker groups ``[(instance type, count), ...]`` (core and task nodes).
-
-    Each node runs ``vcpus / cores`` executors of up to 4 cores, each core a Python worker of
-    ``worker_mb`` (``python_worker_mb``); one executor size serves every group, so it is what the
-    tightest node type allows. Raises SizingError for an unknown type
-    or a node too small to hold a Python worker per core next to a useful heap.
-    """
-    groups = [(instance_type, count) for instance_type, count in groups if count]
-    unknown = sorted({instance_type for instance_type, _ in groups} - set(INSTANCE_TYPES))
+def _known_types(instance_types: list[str]) -> dict[str, InstanceType]:
+    unknown = sorted(set(instance_types) - set(INSTANCE_TYPES))
     if unknown:
         raise SizingError(
             f"no YARN sizing known for {', '.join(unknown)}; supported types: {', '.join(INSTANCE_TYPES)}"
         )
-    types = {instance_type: INSTANCE_TYPES[instance_type] for instance_type, _ in groups}
+    return {instance_type: INSTANCE_TYPES[instance_type] for instance_type in instance_types}
+
+
+def _executor_size(types: dict[str, InstanceType], worker_mb: int) -> tuple[int, int, int]:
+    """(cores, heap MB, overhead MB) of the one executor size that fits every type in ``types``:
+    what the type with the least YARN memory per executor allows."""
     cores = min(MAX_EXECUTOR_CORES, *(spec.vcpus for spec in types.values()))
     container_mb = min(spec.yarn_memory_mb // (spec.vcpus // cores) for spec in types.values())
     overhead_mb = math.ceil(cores * worker_mb * WORKER_MARGIN) + JVM_OVERHEAD_MB
@@ -126,10 +125,36 @@ def plan_executors(groups: list[tuple[str, int]], worker_mb: int) -> ExecutorPla
             f"{math.ceil(worker_mb * WORKER_MARGIN)} MB plus a {MIN_HEAP_MB} MB heap per executor; "
             "choose a type with more memory per vCPU (m5, r5) or a smaller batch size"
         )
+    return cores, heap_mb, overhead_mb
+
+
+def plan_executors(groups: list[tuple[str, int]], worker_mb: int) -> ExecutorPlan:
+    """Executors for the worker groups ``[(instance type, count), ...]`` (core and task nodes).
+
+    Each node runs ``vcpus / cores`` executors of up to 4 cores, each core a Python worker of
+    ``worker_mb`` (``python_worker_mb``); one executor size serves every group, so it is what the
+    tightest node type allows. Raises SizingError for an unknown type
+    or a node too small to hold a Python worker per core next to a useful heap.
+    """
+    groups = [(instance_type, count) for instance_type, count in groups if count]
+    types = _known_types([instance_type for instance_type, _ in groups])
+    cores, heap_mb, overhead_mb = _executor_size(types, worker_mb)
     return ExecutorPlan(
         nodes=sum(count for _, count in groups),
         executors=sum(count * (types[instance_type].vcpus // cores) for instance_type, count in groups),
         executor_cores=cores,
         heap_mb=heap_mb,
         overhead_mb=overhead_mb,
+    )
+
+
+def plan_fleet_executors(instance_types: list[str], vcpus: int, worker_mb: int) -> ExecutorPlan:
+    """Executors for instance fleets that may get any of ``instance_types`` for ``vcpus`` of worker
+    capacity (each type weighted by its vCPUs): the executor size fits the type with the least YARN
+    memory per vCPU among them, so it holds whichever types EMR launches. ``nodes`` is unknown
+    until EMR has chosen the types (0)."""
+    types = _known_types(list(dict.fromkeys(instance_types)))
+    cores, heap_mb, overhead_mb = _executor_size(types, worker_mb)
+    return ExecutorPlan(
+        nodes=0, executors=vcpus // cores, executor_cores=cores, heap_mb=heap_mb, overhead_mb=overhead_mb
     )

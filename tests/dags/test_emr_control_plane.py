@@ -994,3 +994,58 @@ def test_the_guard_rails_reach_emr_and_the_deployment_tags_never_replace_the_run
     assert (tags["cost-center"], tags["project"], tags["fruitflow-run"]) == ("ml-42", "fruitflow", run_key_of(run))
     (added,) = calls_named(aws_calls, "AddJobFlowSteps")
     assert added["ExecutionRoleArn"] == STEP_ROLE
+
+
+FLEETS = {"primary": ["m5.xlarge"], "core": ["m5.2xlarge", "m6i.2xlarge"], "task": ["m5.2xlarge", "r5.2xlarge"]}
+
+
+def test_a_fleet_night_asks_for_fleets_in_several_subnets_and_costs_each_type_and_market(
+    load_dag, aws, airflow_db, monkeypatch, aws_calls
+):
+    emr_dag = emr_dag_with_images(
+        load_dag,
+        emr_fleets=json.dumps(FLEETS),
+        emr_subnet_ids="subnet-0a1b2c3d,subnet-4e5f6a7b",
+        emr_hourly_prices='{"m5.xlarge": 0.24, "m6i.2xlarge": 0.48, "r5.2xlarge:SPOT": 0.2}',
+    )
+    FakeEmr(monkeypatch)
+    from botocore.client import BaseClient
+
+    original, start = BaseClient._make_api_call, datetime(2026, 11, 25, 2, tzinfo=UTC)
+
+    def fleet_instances(client, operation, params):
+        # moto keeps no instances for fleets; ListInstances gives a fleet's instances with their
+        # InstanceFleetId, InstanceType and Market (EMR API Reference, "Instance").
+        response = original(client, operation, params)
+        if operation == "ListInstances":
+            launched = {"CreationDateTime": start, "EndDateTime": start + timedelta(minutes=30)}
+            response["Instances"] = [
+                {"Id": f"ci-{index}", "InstanceFleetId": fleet, "InstanceType": kind, "Market": market,
+                 "Status": {"State": "TERMINATED", "Timeline": launched}}
+                for index, (fleet, kind, market) in enumerate(
+                    [("if-primary", "m5.xlarge", "ON_DEMAND"), ("if-core", "m6i.2xlarge", "ON_DEMAND"),
+                     ("if-core", "m6i.2xlarge", "ON_DEMAND"), ("if-task", "r5.2xlarge", "SPOT")]
+                )
+            ]  # fmt: skip
+        return response
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", fleet_instances)
+
+    run = emr_dag.test(run_conf={**CONF, "task_instance_count": 1})
+
+    assert run.state == "success", task_states(run)
+    (request,) = calls_named(aws_calls, "RunJobFlow")
+    assert "InstanceGroups" not in request["Instances"]
+    assert [(fleet["Name"], fleet.get("TargetOnDemandCapacity"), fleet.get("TargetSpotCapacity"))
+            for fleet in request["Instances"]["InstanceFleets"]] == [
+        ("primary", 1, None), ("core", 16, None), ("task", None, 8)
+    ]  # fmt: skip
+    assert request["Instances"]["Ec2SubnetIds"] == ["subnet-0a1b2c3d", "subnet-4e5f6a7b"]
+    (cluster,) = clusters()
+    assert cluster["Status"]["State"] == "TERMINATED"
+    report = read_json(f"results/{run_key_of(run)}/report.json")
+    assert report["executor_plan"].startswith("6 executors x 4 cores on instance fleets = 24 task slots")
+    assert report["cluster"]["instance_seconds"] == {
+        "m5.xlarge:ON_DEMAND": 1800.0, "m6i.2xlarge:ON_DEMAND": 3600.0, "r5.2xlarge:SPOT": 1800.0
+    }  # fmt: skip
+    assert report["cluster"]["estimated_cost"]["total"] == round(0.5 * 0.24 + 1.0 * 0.48 + 0.5 * 0.2, 4)

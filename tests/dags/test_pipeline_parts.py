@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from fruitflow.contract import DEFAULT_BATCH_SIZE, ExplainedVariance, ExportCsvMetrics, FeaturizeMetrics, PcaMetrics
-from fruitflow_pipeline.cluster import ClusterShape, job_flow_spec, worker_groups
+from fruitflow_pipeline.cluster import ClusterShape, job_flow_spec, plan_cluster_executors, worker_groups
 from fruitflow_pipeline.code_bundle import build_bundle, code_version
 from fruitflow_pipeline.params import InvalidParams, validate_run
 from fruitflow_pipeline.report import problems_in, run_report, steps_so_far, summarise_outputs
 from fruitflow_pipeline.run import PipelineRun, run_key
 from fruitflow_pipeline.run_folder import RunFolderTaken, claim_run_folder, ensure_own
 from fruitflow_pipeline.settings import EmrSettings, LocalSettings, SettingError, Settings, Target, idle_timeout_for
-from fruitflow_pipeline.sizing import SizingError, plan_executors, python_worker_mb
+from fruitflow_pipeline.sizing import SizingError, plan_executors, plan_fleet_executors, python_worker_mb
 from fruitflow_pipeline.steps import PIPELINE, emr_step, local_command
 from fruitflow_pipeline.storage import LocalStorage
 
@@ -201,7 +201,7 @@ def test_emr_and_local_run_the_same_step_arguments():
 
 
 def test_job_flow_spec_is_a_transient_cluster_that_cleans_up_after_itself():
-    emr = EmrSettings(subnet_id="subnet-123", idle_timeout_seconds=1800)
+    emr = EmrSettings(subnet_ids=("subnet-123",), idle_timeout_seconds=1800)
     executors = plan_executors(worker_groups(SHAPE), ONNX_WORKER_MB)
     spec = job_flow_spec(RUN, SHAPE, emr, "manual__2026-11-25T02:00:00.123456+00:00", executors)
     assert spec["ReleaseLabel"] == "emr-7.10.0"
@@ -305,6 +305,107 @@ def test_no_task_group_without_task_nodes():
         )["Instances"]["InstanceGroups"]
     ]
     assert roles == ["MASTER", "CORE"]
+
+
+FLEETS = {
+    "primary": ("m5.xlarge", "m5.2xlarge"),
+    "core": ("m5.2xlarge", "m6i.2xlarge", "r5.2xlarge"),
+    "task": ("m5.4xlarge", "c5.4xlarge"),
+}
+
+
+def test_a_fleet_request_weights_every_type_by_vcpus_and_falls_back_from_spot_to_on_demand():
+    shape = dataclasses.replace(SHAPE, fleets=FLEETS)  # 3 core m5.2xlarge, 4 task m5.4xlarge on spot
+    emr = EmrSettings(subnet_ids=("subnet-0a1b2c3d", "subnet-4e5f6a7b"))
+    instances = job_flow_spec(RUN, shape, emr, "run", plan_cluster_executors(shape, ONNX_WORKER_MB))["Instances"]
+    assert "InstanceGroups" not in instances and "Ec2SubnetId" not in instances
+    assert instances["Ec2SubnetIds"] == ["subnet-0a1b2c3d", "subnet-4e5f6a7b"]
+    primary, core, task = instances["InstanceFleets"]
+    assert (primary["InstanceFleetType"], primary["TargetOnDemandCapacity"]) == ("MASTER", 1)
+    assert [c["WeightedCapacity"] for c in primary["InstanceTypeConfigs"]] == [1, 1]  # EMR: a primary target of 1
+    assert (core["InstanceFleetType"], core["TargetOnDemandCapacity"], "TargetSpotCapacity" in core) == (
+        "CORE",
+        3 * 8,
+        False,
+    )
+    assert {c["InstanceType"]: c["WeightedCapacity"] for c in core["InstanceTypeConfigs"]} == {
+        "m5.2xlarge": 8, "m6i.2xlarge": 8, "r5.2xlarge": 8
+    }  # fmt: skip
+    assert core["LaunchSpecifications"] == {"OnDemandSpecification": {"AllocationStrategy": "lowest-price"}}
+    assert (task["InstanceFleetType"], task["TargetSpotCapacity"], "TargetOnDemandCapacity" in task) == (
+        "TASK",
+        4 * 16,
+        False,
+    )
+    assert task["LaunchSpecifications"]["SpotSpecification"] == {
+        "TimeoutDurationMinutes": 10, "TimeoutAction": "SWITCH_TO_ON_DEMAND",
+        "AllocationStrategy": "price-capacity-optimized",
+    }  # fmt: skip
+    on_demand_tasks = dataclasses.replace(shape, task_market="ON_DEMAND", task_instance_count=1)
+    (*_, task) = job_flow_spec(
+        RUN, on_demand_tasks, EmrSettings(), "run", plan_cluster_executors(on_demand_tasks, ONNX_WORKER_MB)
+    )["Instances"]["InstanceFleets"]
+    assert (task["TargetOnDemandCapacity"], "SpotSpecification" in task["LaunchSpecifications"]) == (16, False)
+
+
+def test_fleet_executors_fit_the_type_with_the_least_yarn_memory_per_vcpu():
+    shape = dataclasses.replace(SHAPE, fleets=FLEETS)
+    plan = plan_cluster_executors(shape, ONNX_WORKER_MB)
+    # c5.4xlarge: 1536 MB per vCPU, the least among the core and task types: 6144 MB per 4-core executor.
+    assert (plan.executor_cores, plan.heap_mb + plan.overhead_mb) == (4, 6144)
+    assert (plan.executors, plan.task_slots) == ((3 * 8 + 4 * 16) // 4, 3 * 8 + 4 * 16)
+    assert plan.describe().startswith("22 executors x 4 cores on instance fleets = 88 task slots")
+    groups_plan = plan_executors(worker_groups(shape), ONNX_WORKER_MB)  # the same counts as instance groups
+    assert groups_plan.heap_mb + groups_plan.overhead_mb == 12288  # no c5 there: more memory per executor
+    with pytest.raises(SizingError, match="c5.4xlarge has 1536 MB of YARN memory per vCPU"):
+        plan_fleet_executors(["m5.2xlarge", "c5.4xlarge"], 16, python_worker_mb("onnx", 64))
+    without_task_types = dataclasses.replace(shape, fleets={role: FLEETS[role] for role in ("primary", "core")})
+    with pytest.raises(SizingError, match="FRUITFLOW_EMR_FLEETS names no task instance types"):
+        plan_cluster_executors(without_task_types, ONNX_WORKER_MB)
+
+
+def test_fleets_and_subnets_are_read_from_the_settings():
+    fleets = json.dumps({role: list(types) for role, types in FLEETS.items()})
+    emr = Settings.from_env(
+        {"FRUITFLOW_EMR_FLEETS": fleets, "FRUITFLOW_EMR_SUBNET_IDS": "subnet-0a1b2c3d, subnet-4e5f6a7b"}
+    ).emr
+    assert (emr.fleets, emr.subnet_ids) == (FLEETS, ("subnet-0a1b2c3d", "subnet-4e5f6a7b"))
+    assert Settings.from_env({"FRUITFLOW_EMR_SUBNET_ID": "subnet-1"}).emr.subnet_ids == ("subnet-1",)
+    assert Settings.from_env({}).emr.fleets == {}  # instance groups stay the default
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FRUITFLOW_EMR_FLEETS": "[]"}, "FRUITFLOW_EMR_FLEETS must be a JSON object of role to instance types"),
+        ({"FRUITFLOW_EMR_FLEETS": '{"core": "m5.xlarge"}'}, "must be a JSON object of role to instance types"),
+        ({"FRUITFLOW_EMR_FLEETS": '{"core": ["m5.2xlarge"]}'}, "FRUITFLOW_EMR_FLEETS: no instance types for primary"),
+        (
+            {"FRUITFLOW_EMR_FLEETS": '{"primary": ["m5.xlarge"], "core": ["m5.2xlarge"], "master": []}'},
+            "unknown role(s) master; use primary, core, task",
+        ),
+        (
+            {"FRUITFLOW_EMR_FLEETS": '{"primary": ["m5.xlarge"], "core": []}'},
+            "core needs 1 to 30 different instance types, got []",
+        ),
+        (
+            {"FRUITFLOW_EMR_FLEETS": '{"primary": ["m7g.xlarge"], "core": ["m5.2xlarge", "m7g.2xlarge"]}'},
+            "no YARN sizing known for core type(s) m7g.2xlarge",
+        ),
+        (
+            {"FRUITFLOW_EMR_SUBNET_ID": "subnet-0a1b2c3d", "FRUITFLOW_EMR_SUBNET_IDS": "subnet-4e5f6a7b"},
+            "FRUITFLOW_EMR_SUBNET_ID and FRUITFLOW_EMR_SUBNET_IDS are both set: set one",
+        ),
+        ({"FRUITFLOW_EMR_SUBNET_IDS": "subnet-0a1b2c3d,vpc-1"}, "FRUITFLOW_EMR_SUBNET_IDS: vpc-1 is no subnet id"),
+        (
+            {"FRUITFLOW_EMR_SUBNET_IDS": "subnet-0a1b2c3d,subnet-4e5f6a7b"},
+            "several subnets need instance fleets (FRUITFLOW_EMR_FLEETS)",
+        ),
+    ],
+)
+def test_bad_fleet_and_subnet_settings_are_refused(env, message):
+    with pytest.raises(SettingError, match=re.escape(message)):
+        Settings.from_env(env)
 
 
 def local_params(images: Path, results: Path, **overrides) -> dict:

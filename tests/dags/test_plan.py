@@ -69,6 +69,34 @@ def test_plan_follows_the_conf_and_a_deployment_that_needs_no_internet():
     assert request["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"][-1] == "s3://fruits/wheelhouse"
 
 
+def test_plan_shows_a_fleet_request_in_several_subnets_sized_for_its_tightest_type():
+    fleets = {"primary": ["m5.xlarge"], "core": ["m5.2xlarge", "c5.2xlarge"], "task": ["m5.2xlarge"]}
+    settings = Settings.from_env(
+        {"FRUITFLOW_EMR_FLEETS": json.dumps(fleets), "FRUITFLOW_EMR_SUBNET_IDS": "subnet-0a1b2c3d,subnet-4e5f6a7b"}
+    )
+    plan = render_plan(settings, {"task_instance_count": 1, "batch_size": 16}, MOMENT)
+    assert "Executors: 6 executors x 4 cores on instance fleets = 24 task slots" in plan
+    assert (
+        "\n".join(
+            [
+                "Capacity: instance fleets (units: vCPUs)",
+                "Subnets: subnet-0a1b2c3d, subnet-4e5f6a7b",
+                "  primary fleet: 1 ON_DEMAND units of m5.xlarge (1)",
+                "  core fleet: 16 ON_DEMAND units of m5.2xlarge (8), c5.2xlarge (8)",
+                "  task fleet: 8 SPOT units of m5.2xlarge (8); on demand after 10 min without spot",
+            ]
+        )
+        in plan
+    )
+    instances = request_in(plan)["Instances"]
+    assert [fleet["InstanceFleetType"] for fleet in instances["InstanceFleets"]] == ["MASTER", "CORE", "TASK"]
+    assert instances["Ec2SubnetIds"] == ["subnet-0a1b2c3d", "subnet-4e5f6a7b"]
+    defaults = next(c for c in request_in(plan)["Configurations"] if c["Classification"] == "spark-defaults")
+    # c5.2xlarge: 12288 MB of YARN memory for 8 vCPUs, so 6144 MB per 4-core executor on every type.
+    heap, overhead = (int(defaults["Properties"][f"spark.executor.{key}"][:-1]) for key in ("memory", "memoryOverhead"))
+    assert heap + overhead == 6144
+
+
 def test_local_plan_lists_the_spark_submit_commands():
     plan = render_plan(Settings.from_env({"FRUITFLOW_TARGET": "local"}), {}, MOMENT)
     assert "RunJobFlow" not in plan and "Executors" not in plan

@@ -17,6 +17,10 @@ import pandas as pd
 import pytest
 
 from fruitflow.sample_images import generate_images
+from fruitflow_pipeline.cluster import ClusterShape, job_flow_spec, plan_cluster_executors
+from fruitflow_pipeline.run import PipelineRun
+from fruitflow_pipeline.settings import EmrSettings
+from fruitflow_pipeline.sizing import python_worker_mb
 from rehearsal.buckets import create_bucket, upload_folder
 from rehearsal.cluster import (
     RehearsalCluster,
@@ -377,6 +381,24 @@ def test_a_rehearsed_bootstrap_runs_on_a_throwaway_python_and_fails_the_cluster_
     else:
         assert cluster["Status"]["State"] == "TERMINATED_WITH_ERRORS"
         assert "bootstrap action 1 returned a non-zero return code" in cluster["Status"]["StateChangeReason"]["Message"]
+
+
+def test_a_fleet_request_starts_a_rehearsal_cluster_whose_executor_sizing_is_the_fleets(aws_server, bucket, tmp_path):
+    fleets = {"primary": ("m5.xlarge",), "core": ("m5.2xlarge", "c5.2xlarge")}
+    shape = ClusterShape("emr-7.10.0", "m5.xlarge", "m5.2xlarge", 2, "m5.2xlarge", 0, "SPOT", fleets)
+    executors = plan_cluster_executors(shape, python_worker_mb("onnx", 16))
+    run = PipelineRun("20261125T020000Z", IMAGES_URI, RESULTS_URI, "abc", 0.95, "random", 16, 0.05, "onnx")
+    request = job_flow_spec(run, shape, EmrSettings(subnet_ids=("subnet-0a1b2c3d", "subnet-4e5f6a7b")), "r", executors)
+    request["BootstrapActions"] = []  # this test is about the instances; bootstraps are rehearsed above
+    with RehearsalCluster(aws_server, tmp_path / "mirror", startup_seconds=0.1) as rehearsal:
+        cluster_id = boto3.client("emr").run_job_flow(**request)["JobFlowId"]
+        cluster = wait_for_state(cluster_id, {"WAITING", "TERMINATED_WITH_ERRORS"})
+        assert cluster["Status"]["State"] == "WAITING"
+        args = ["spark-submit", "--deploy-mode", "client", "s3://fruits/code/featurize.py"]
+        _, _, controller = rehearsal.prepare(args, cluster["Configurations"], tmp_path)
+    # c5.2xlarge, 1.5 GB of YARN memory per vCPU: 6144 MB for each 4-core executor on any type of the fleet.
+    assert executors.heap_mb + executors.overhead_mb == 6144
+    assert f"spark.executor.memory={executors.heap_mb}m" in controller[2]  # read from the cluster, local mode ignores
 
 
 def test_the_real_bootstrap_script_copies_the_code_versions_requirements_and_constraints_of_both_sets():
