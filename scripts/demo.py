@@ -168,7 +168,8 @@ def conf_from_env(deployment: dict[str, str]) -> dict:
     try:
         plan_for_conf(Settings.from_env(deployment), conf, datetime.now(UTC))
     except (InvalidParams, ParamValidationError, SettingError) as problem:
-        raise BadInput(f"CONF={json.dumps(conf)} would be refused: {problem}") from None
+        reason = str(problem).splitlines()[0]  # jsonschema's own lines after it repeat the schema
+        raise BadInput(f"CONF={json.dumps(conf)} would be refused: {reason}") from None
     return conf
 
 

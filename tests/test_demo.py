@@ -66,8 +66,9 @@ def test_a_bad_setting_is_named_before_any_sample_image_is_generated(settings, m
         monkeypatch.delenv(name, raising=False)
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(BadInput, match=message):
+    with pytest.raises(BadInput, match=message) as refused:
         inputs_from_env(tmp_path, local_deployment(tmp_path))
+    assert "\n" not in str(refused.value)  # one line in the terminal
     assert list(tmp_path.iterdir()) == []
 
 
