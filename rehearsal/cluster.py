@@ -47,6 +47,7 @@ from unittest import mock
 
 import boto3
 
+from fruitflow_pipeline.step_logs import ERROR_LINES  # what the DAG's watcher reads as the reason, too
 from rehearsal.node import node_environment, run_bootstrap
 from rehearsal.s3_mirror import BucketMirror
 
@@ -64,13 +65,6 @@ STILL_WAITING = object()  # no step yet when the cluster finished starting
 # task in the driver's JVM and ignores them.
 IGNORED_IN_LOCAL_MODE = ("spark.executor.", "spark.dynamicAllocation.", "spark.yarn.", "spark.shuffle.service.")
 PYTHON_SETTINGS = ("spark.pyspark.python", "spark.pyspark.driver.python")
-# The lines that say why a driver failed, best first: a job's own error (fruitflow.cli), the last
-# line of a Python traceback or a JVM exception, an ERROR line of Spark's log.
-ERROR_LINES = (
-    re.compile(r"^[\w.-]+: error: "),
-    re.compile(r"^[\w.]+(Error|Exception)\b:? "),
-    re.compile(r" ERROR "),
-)
 
 
 def s3_filesystem(buckets: Iterable[str], mirror_root: Path) -> dict[str, str]:
