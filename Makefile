@@ -94,9 +94,10 @@ rehearse: $(VENV)/.test-installed check-java
 	@IMAGES="$(IMAGES)" COUNT="$(COUNT)" WEIGHTS="$(WEIGHTS)" ENGINE="$(ENGINE)" CONF='$(CONF)' \
 		REHEARSE_BOOTSTRAP="$(REHEARSE_BOOTSTRAP)" REHEARSE_LAUNCH_FAILURES="$(REHEARSE_LAUNCH_FAILURES)" WHEELHOUSE="$(if $(filter command line,$(origin WHEELHOUSE)),$(WHEELHOUSE))" $(BIN)/python -m rehearsal
 
-# What a run would do with the current FRUITFLOW_* settings and a trigger's conf (CONF), without AWS.
+# What a run would do with the current FRUITFLOW_* settings and a trigger's conf (CONF), without AWS;
+# TO_FEATURIZE=<n>: the RunJobFlow request for a night that featurises n images.
 plan: $(VENV)/.runtime-installed
-	@$(BIN)/python -m fruitflow_pipeline.plan --conf '$(CONF)'
+	@$(BIN)/python -m fruitflow_pipeline.plan --conf '$(CONF)' $(if $(TO_FEATURIZE),--images $(TO_FEATURIZE))
 
 # Regenerate constraints.txt: resolve the project's extras and requirements-stack.txt afresh and pin the whole tree.
 lock:

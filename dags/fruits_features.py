@@ -21,7 +21,19 @@ from fruitflow_pipeline.alerts import NightAlerts, late_night_deadline
 from fruitflow_pipeline.cluster import job_flow_spec
 from fruitflow_pipeline.cluster_usage import launch_entry, run_clusters_for_report
 from fruitflow_pipeline.code_bundle import build_bundle, code_version
-from fruitflow_pipeline.nightly import RunInputs, asset_extra, read_latest, record_good_run, run_inputs
+from fruitflow_pipeline.nightly import (
+    RunInputs,
+    ToFeaturize,
+    asset_extra,
+    images_to_featurize,
+    keep_listing,
+    kept_listing,
+    list_images,
+    read_latest,
+    record_good_run,
+    run_inputs,
+    weights_fingerprint,
+)
 from fruitflow_pipeline.oncall import on_call_facts
 from fruitflow_pipeline.operators import (
     FAILURE_XCOM_KEY,
@@ -31,7 +43,7 @@ from fruitflow_pipeline.operators import (
     LocalSparkStepOperator,
     record_failure,
 )
-from fruitflow_pipeline.params import InvalidParams, dag_params, validate_run
+from fruitflow_pipeline.params import InvalidParams, dag_params, plan_cluster, validate_run
 from fruitflow_pipeline.report import OutputCheckFailed, problems_in, run_report, steps_so_far, summarise_outputs
 from fruitflow_pipeline.report_html import report_html_for
 from fruitflow_pipeline.retention import apply_retention
@@ -49,6 +61,7 @@ DEFER_WAITS = conf.getboolean("operators", "default_deferrable", fallback=False)
 OUTPUTS_XCOM_KEY = "outputs"
 INPUTS_XCOM_KEY = "inputs"
 CHANGES_XCOM_KEY = "changes"
+TO_FEATURIZE_XCOM_KEY = "to_featurize"
 UNCHANGED_XCOM_KEY = "unchanged_since"
 ACTIVE_STATES = ["queued", "running"]
 # One asset, the same name and URI in every deployment and on both targets (Airflow allows one
@@ -67,8 +80,8 @@ def storage():
 @task(multiple_outputs=True)
 def validate_params(params=None, logical_date=None, dag_run=None) -> dict:
     """Check the params and the trigger's conf against the world (images exist, outputs do not
-    overwrite inputs, no unknown key), claim the run's folder, and plan the run: ``run`` and,
-    on EMR, ``cluster_request`` and ``emr_steps``. Each downstream task takes only its part."""
+    overwrite inputs, no unknown key, a cluster the form's types can make), claim the run's folder,
+    and hand on the run."""
     store, moment = storage(), logical_date or dag_run.run_after
     try:
         validated = validate_run(
@@ -81,22 +94,18 @@ def validate_params(params=None, logical_date=None, dag_run=None) -> dict:
         )
     except InvalidParams as problem:
         raise AirflowFailException(f"invalid params: {problem}") from None
-    plan = {"run": validated.run.to_xcom()}
-    if SETTINGS.target is Target.EMR:
-        plan["cluster_request"] = job_flow_spec(
-            validated.run, validated.cluster, SETTINGS.emr, dag_run.run_id, validated.executors
-        )
-        plan["emr_steps"] = [emr_step(step, validated.run) for step in PIPELINE]
-    return plan
+    return {"run": validated.run.to_xcom()}
 
 
 @task.short_circuit(multiple_outputs=False, ignore_downstream_trigger_rules=False)
 def find_changes(run: dict, params=None, ti=None) -> dict | bool:
     """List the images and fingerprint the weights. Same images, output-shaping params, weights
     and jobs' code as the last good run: skip every step (no cluster, no Spark; the report still
-    runs and says so). Otherwise say what changed, and hand the run on."""
+    runs and says so). Otherwise say what changed and how many images featurize will compute
+    (keeping this listing for the next night's count), and hand the run on."""
     pipeline_run, store = PipelineRun.from_xcom(run), storage()
-    inputs = run_inputs(store, pipeline_run)
+    listing = list_images(store, pipeline_run.images_uri)
+    inputs = run_inputs(pipeline_run, listing, weights_fingerprint(store, pipeline_run.weights))
     ti.xcom_push(INPUTS_XCOM_KEY, inputs.to_dict())
     latest = None if params["full_refresh"] else read_latest(store, pipeline_run.results_uri)
     if latest is None:
@@ -107,6 +116,11 @@ def find_changes(run: dict, params=None, ti=None) -> dict | bool:
         return False
     ti.xcom_push(CHANGES_XCOM_KEY, changes)
     print("this run goes ahead: " + "; ".join(changes))
+    previous = latest and kept_listing(store, pipeline_run.results_uri, latest.listing_digest)
+    to_featurize = images_to_featurize(pipeline_run, inputs, listing, latest, previous, params["full_refresh"])
+    ti.xcom_push(TO_FEATURIZE_XCOM_KEY, to_featurize.to_dict())
+    print(f"images to featurize: {to_featurize.why}")
+    keep_listing(store, pipeline_run.results_uri, listing)
     return run
 
 
@@ -133,6 +147,23 @@ def upload_code(run: dict) -> dict:
         bundle = build_bundle(SETTINGS.jobs_dir, Path(staging), pipeline_run.code_version)
         storage().upload(bundle, pipeline_run.code_uri)
     return run
+
+
+@task(multiple_outputs=True)
+def size_cluster(run: dict, params=None, dag_run=None, ti=None) -> dict:
+    """Choose the cluster for the images this night computes (find_changes' count): the fewest core
+    nodes on which featurize fits FRUITFLOW_EMR_TARGET_MINUTES, or the trigger's core_instance_count.
+    Hands on ``run`` with its executor layout, ``cluster_request``, ``emr_steps`` and ``size``."""
+    to_featurize = ToFeaturize(**ti.xcom_pull(task_ids="find_changes", key=TO_FEATURIZE_XCOM_KEY))
+    cluster = plan_cluster(params, SETTINGS, to_featurize)  # every size it may choose passed validate_params
+    sized_run = cluster.sized(PipelineRun.from_xcom(run))
+    print(f"cluster: {cluster.size.why}")
+    return {
+        "run": sized_run.to_xcom(),
+        "cluster_request": job_flow_spec(sized_run, cluster.shape, SETTINGS.emr, dag_run.run_id, cluster.executors),
+        "emr_steps": [emr_step(step, sized_run) for step in PIPELINE],
+        "size": cluster.size.to_dict(),
+    }
 
 
 @task
@@ -178,10 +209,14 @@ def write_report(
     """report.json for this run, succeeded or failed: every task's state, the first failure and
     its error, what the steps counted so far, and the cluster: its phases, instance time and,
     with FRUITFLOW_EMR_HOURLY_PRICES, an estimated cost; and every cluster the run started
-    (a launch that failed and its replacement) with how each ended. When the outputs passed their checks,
+    (a launch that failed and its replacement) with how each ended, and the size chosen for the
+    night and why. When the outputs passed their checks,
     the features asset event, with the same counts and cluster time. A teardown: it runs at the
     end of every run that got past validate_params, and its own failure leaves the run's outcome alone."""
     pipeline_run, store = PipelineRun.from_xcom(run), storage()
+    cluster_size = None
+    if cluster_task_id and (sized_run := ti.xcom_pull(task_ids="size_cluster", key="run")):
+        pipeline_run, cluster_size = PipelineRun.from_xcom(sized_run), ti.xcom_pull(task_ids="size_cluster", key="size")
     states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])[ti.run_id]
     tasks = [task for task in ti.task.dag.topological_sort() if task.task_id != ti.task_id]
     ordered = {task.task_id: states.get(task.task_id) for task in tasks}
@@ -209,6 +244,7 @@ def write_report(
         cluster_id=cluster_id,
         cluster_usage=usage,
         clusters=clusters,
+        cluster_size=cluster_size,
         # Teardowns whose failure leaves the run's outcome alone (write_report); terminate_cluster's fails it.
         teardowns={task.task_id for task in tasks if task.is_teardown and not task.on_failure_fail_dagrun},
         unchanged_since=ti.xcom_pull(task_ids="find_changes", key=UNCHANGED_XCOM_KEY),
@@ -259,9 +295,10 @@ with DAG(
     old_runs_removed = remove_old_runs(plan["run"])
 
     if SETTINGS.target is Target.EMR:
+        sized = size_cluster(run_with_code)
         create_cluster = EmrRunClusterOperator(
             task_id="create_cluster",
-            job_flow_overrides=plan["cluster_request"],
+            job_flow_overrides=sized["cluster_request"],
             aws_conn_id=SETTINGS.aws_conn_id,
             emr_conn_id=None,
             max_launches=SETTINGS.emr.launch_attempts,
@@ -272,7 +309,7 @@ with DAG(
         add_steps = EmrAddStepsOperator(
             task_id="add_steps",
             job_flow_id=create_cluster.output,
-            steps=plan["emr_steps"],
+            steps=sized["emr_steps"],
             execution_role_arn=SETTINGS.emr.step_role or None,
             aws_conn_id=SETTINGS.aws_conn_id,
             retries=0,  # a retried add would queue the steps twice
@@ -300,10 +337,10 @@ with DAG(
             aws_conn_id=SETTINGS.aws_conn_id,
             deferrable=DEFER_WAITS,
         ).as_teardown(setups=create_cluster, on_failure_fail_dagrun=True)  # a cluster left running fails the night
-        outputs_checked = check_outputs(run_with_code)
+        outputs_checked = check_outputs(sized["run"])
         report_written = write_report(plan["run"], outputs_checked.operator.task_id, create_cluster.task_id)
         pipeline_tasks = [
-            run_with_code, create_cluster, add_steps, *run_steps, outputs_checked, [terminate_cluster, old_runs_removed]
+            sized["run"], create_cluster, add_steps, *run_steps, outputs_checked, [terminate_cluster, old_runs_removed]
         ]  # fmt: skip
     else:
         run_steps = []

@@ -9,7 +9,14 @@ from datetime import datetime
 
 from fruitflow_pipeline.run import PipelineRun, join_uri
 from fruitflow_pipeline.settings import EmrSettings
-from fruitflow_pipeline.sizing import INSTANCE_TYPES, ExecutorPlan, SizingError, plan_executors, plan_fleet_executors
+from fruitflow_pipeline.sizing import (
+    INSTANCE_TYPES,
+    ExecutorPlan,
+    SizingError,
+    plan_executors,
+    plan_fleet_executors,
+    plan_single_node_executors,
+)
 
 # The last tag lets EMR's v2 managed service policy (AmazonEMRServicePolicy_v2) act on the
 # cluster's instances; the tags are propagated to every EC2 instance of the cluster.
@@ -25,7 +32,7 @@ class ClusterShape:
     release_label: str
     primary_instance_type: str
     core_instance_type: str
-    core_instance_count: int
+    core_instance_count: int  # 0: a single-node cluster, whose primary runs the executors
     task_instance_type: str
     task_instance_count: int
     task_market: str  # "SPOT" or "ON_DEMAND"
@@ -38,9 +45,12 @@ def _instance_groups(shape: ClusterShape) -> list[dict]:
     groups = [
         {"Name": "primary", "InstanceRole": "MASTER", "Market": "ON_DEMAND",
          "InstanceType": shape.primary_instance_type, "InstanceCount": 1},
-        {"Name": "core", "InstanceRole": "CORE", "Market": "ON_DEMAND",
-         "InstanceType": shape.core_instance_type, "InstanceCount": shape.core_instance_count},
     ]  # fmt: skip
+    if shape.core_instance_count:
+        groups.append(
+            {"Name": "core", "InstanceRole": "CORE", "Market": "ON_DEMAND",
+             "InstanceType": shape.core_instance_type, "InstanceCount": shape.core_instance_count}
+        )  # fmt: skip
     if shape.task_instance_count:
         groups.append(
             {"Name": "task", "InstanceRole": "TASK", "Market": shape.task_market,
@@ -55,7 +65,9 @@ SPOT_TIMEOUT_MINUTES = 10
 
 def fleet_capacity(shape: ClusterShape) -> dict[str, int]:
     """The worker fleets' target capacity in vCPUs: each role's count times its instance type's vCPUs."""
-    roles = {"core": (shape.core_instance_type, shape.core_instance_count)}
+    roles = {}
+    if shape.core_instance_count:
+        roles["core"] = (shape.core_instance_type, shape.core_instance_count)
     if shape.task_instance_count:
         roles["task"] = (shape.task_instance_type, shape.task_instance_count)
     unknown = sorted({instance_type for instance_type, _ in roles.values()} - set(INSTANCE_TYPES))
@@ -79,9 +91,12 @@ def _instance_fleets(shape: ClusterShape) -> list[dict]:
         {"Name": "primary", "InstanceFleetType": "MASTER", "TargetOnDemandCapacity": 1,
          "InstanceTypeConfigs": [{"InstanceType": name, "WeightedCapacity": 1} for name in shape.fleets["primary"]],
          "LaunchSpecifications": on_demand},
-        {"Name": "core", "InstanceFleetType": "CORE", "TargetOnDemandCapacity": capacity["core"],
-         "InstanceTypeConfigs": _weighted_by_vcpus(shape.fleets["core"]), "LaunchSpecifications": on_demand},
     ]  # fmt: skip
+    if "core" in capacity:
+        fleets.append(
+            {"Name": "core", "InstanceFleetType": "CORE", "TargetOnDemandCapacity": capacity["core"],
+             "InstanceTypeConfigs": _weighted_by_vcpus(shape.fleets["core"]), "LaunchSpecifications": on_demand}
+        )  # fmt: skip
     if "task" in capacity:
         spot = shape.task_market == "SPOT"
         fleets.append(
@@ -104,7 +119,10 @@ def _weighted_by_vcpus(instance_types: tuple[str, ...]) -> list[dict]:
 
 def plan_cluster_executors(shape: ClusterShape, worker_mb: int) -> ExecutorPlan:
     """The executor plan for ``shape``: its core and task groups, or, with instance fleets, the
-    smallest YARN memory per vCPU among every type the worker fleets may get. Raises SizingError."""
+    smallest YARN memory per vCPU among every type the worker fleets may get; on a single-node
+    cluster, its primary's. Raises SizingError."""
+    if not shape.core_instance_count:
+        return plan_single_node_executors(list(shape.fleets.get("primary", [shape.primary_instance_type])), worker_mb)
     if not shape.fleets:
         return plan_executors(worker_groups(shape), worker_mb)
     capacity = fleet_capacity(shape)

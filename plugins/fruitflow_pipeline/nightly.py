@@ -5,10 +5,13 @@ what it was computed from: the images' listing (paths, sizes, modification times
 that shape the outputs, the weights' content, the jobs' code version, and its features' identity.
 A run for which all of these are the same has nothing to do; any other run hands that run's
 outputs to the featurize job, which carries over the rows whose features' identity still matches.
+Each listing a run went ahead with is kept under ``<results_uri>/_listings/<its digest>/``, so the
+next night knows, before any step, how many images it sends through the network.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -27,6 +30,8 @@ from fruitflow_pipeline.storage import Storage
 log = logging.getLogger(__name__)
 
 LATEST_FILE = "latest.json"
+LISTINGS_FOLDER = "_listings"
+LISTING_FILE = "listing.tsv.gz"
 
 
 def latest_uri(results_uri: str) -> str:
@@ -41,19 +46,63 @@ def output_shaping(run: PipelineRun) -> dict:
 
 @dataclass(frozen=True, kw_only=True)
 class ImagesListing:
-    digest: str  # sha256 of the sorted "path, size, modification time" lines of the images
-    images: int
+    lines: tuple[str, ...]  # one "path, size, modification time" line per image, sorted
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    @property
+    def images(self) -> int:
+        return len(self.lines)
 
 
 def list_images(storage: Storage, images_uri: str) -> ImagesListing:
-    """The featurize job's view of ``images_uri``, as one digest: any image added, removed,
-    rewritten or touched changes it. One listing of the prefix (S3: a request per 1,000 keys)."""
+    """The featurize job's view of ``images_uri``: a file is the same image while its path, size and
+    modification time are, so any image added, removed, rewritten or touched changes the listing's
+    digest. One listing of the prefix (S3: a request per 1,000 keys)."""
     lines = sorted(
         f"{listed.path}\t{listed.size}\t{listed.modified}"
         for listed in storage.files_under(images_uri)
         if is_image_path(listed.path)
     )
-    return ImagesListing(digest=hashlib.sha256("\n".join(lines).encode()).hexdigest(), images=len(lines))
+    return ImagesListing(lines=tuple(lines))
+
+
+def listing_folder(results_uri: str, digest: str) -> str:
+    return join_uri(results_uri, LISTINGS_FOLDER, digest)
+
+
+def keep_listing(storage: Storage, results_uri: str, listing: ImagesListing) -> None:
+    """Keep the listing a run goes ahead with, under its digest (the same listing is written once)."""
+    uri = join_uri(listing_folder(results_uri, listing.digest), LISTING_FILE)
+    if not storage.exists(uri):
+        storage.write_bytes(uri, gzip.compress(listing.text.encode(), mtime=0))
+
+
+def kept_listing(storage: Storage, results_uri: str, digest: str) -> ImagesListing | None:
+    """The listing kept under ``digest``; None when there is none or it is not what its digest says."""
+    uri = join_uri(listing_folder(results_uri, digest), LISTING_FILE)
+    if not storage.exists(uri):
+        return None
+    try:
+        text = gzip.decompress(storage.read_bytes(uri)).decode()
+    except (OSError, EOFError, UnicodeDecodeError) as problem:
+        log.warning("%s is unreadable (%s)", uri, problem)
+        return None
+    listing = ImagesListing(lines=tuple(text.split("\n")) if text else ())
+    return listing if listing.digest == digest else None
+
+
+def forget_listings(storage: Storage, results_uri: str, keep_digest: str) -> None:
+    """Delete the kept listings but the last good run's: the runs that went ahead and failed left theirs."""
+    digests = {listed.path.split("/")[0] for listed in storage.files_under(join_uri(results_uri, LISTINGS_FOLDER))}
+    for digest in sorted(digests - {keep_digest}):
+        storage.delete_folder(listing_folder(results_uri, digest))
 
 
 def weights_fingerprint(storage: Storage, weights: str) -> str:
@@ -73,12 +122,12 @@ class RunInputs(JsonRecord):
     code_version: str
 
 
-def run_inputs(storage: Storage, run: PipelineRun) -> RunInputs:
-    listing = list_images(storage, run.images_uri)
+def run_inputs(run: PipelineRun, listing: ImagesListing, weights: str) -> RunInputs:
+    """What ``run`` computes from: ``listing`` of its images and ``weights``, their fingerprint."""
     return RunInputs(
         listing_digest=listing.digest,
         images=listing.images,
-        weights_fingerprint=weights_fingerprint(storage, run.weights),
+        weights_fingerprint=weights,
         code_version=run.code_version,
     )
 
@@ -121,6 +170,43 @@ class LatestRun(JsonRecord):
         return changes
 
 
+@dataclass(frozen=True, kw_only=True)
+class ToFeaturize(JsonRecord):
+    """How many images a run that goes ahead sends through the network, and why that many."""
+
+    images: int
+    why: str
+
+
+def images_to_featurize(
+    run: PipelineRun,
+    inputs: RunInputs,
+    listing: ImagesListing,
+    latest: LatestRun | None,
+    previous_listing: ImagesListing | None,
+    full_refresh: bool,
+) -> ToFeaturize:
+    """The images the featurize job will compute rather than carry over: those new or changed since
+    the last good run, or every one when there is none to carry over from. Known from the listings
+    alone; a change of the jobs' preprocessing, found by the job itself, may still featurise every image."""
+    every = inputs.images
+    if full_refresh:
+        return ToFeaturize(images=every, why=f"full_refresh: all {every} images")
+    if latest is None:
+        return ToFeaturize(images=every, why=f"no earlier good run: all {every} images")
+    otherwise = [name for name in ("weights", "engine") if latest.output_shaping.get(name) != getattr(run, name)]
+    if latest.weights_fingerprint != inputs.weights_fingerprint and "weights" not in otherwise:
+        otherwise.append("weights' content")
+    if otherwise:
+        return ToFeaturize(
+            images=every, why=f"{' and '.join(otherwise)} changed since {latest.run_key}: all {every} images"
+        )
+    if previous_listing is None:
+        return ToFeaturize(images=every, why=f"the listing of {latest.run_key} is not kept: all {every} images counted")
+    fresh = len(set(listing.lines) - set(previous_listing.lines))
+    return ToFeaturize(images=fresh, why=f"{fresh} of {every} images new or changed since {latest.run_key}")
+
+
 def read_latest(storage: Storage, results_uri: str) -> LatestRun | None:
     """The last good run under ``results_uri``; None when there is none or its pointer is unreadable
     (then the run computes everything, as a first run does)."""
@@ -150,6 +236,7 @@ def record_good_run(storage: Storage, run: PipelineRun, inputs: RunInputs) -> La
         code_version=inputs.code_version,
     )
     storage.write_text(latest_uri(run.results_uri), latest.to_json())
+    forget_listings(storage, run.results_uri, inputs.listing_digest)
     return latest
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from airflow.sdk import Param
 
@@ -20,13 +20,15 @@ from fruitflow.contract import (
     IMAGE_EXTENSIONS,
     WEIGHTS_IMAGENET,
     WEIGHTS_RANDOM,
+    JsonRecord,
     is_image_path,
 )
 from fruitflow_pipeline.cluster import ClusterShape, plan_cluster_executors
-from fruitflow_pipeline.nightly import read_latest
+from fruitflow_pipeline.nightly import ToFeaturize, read_latest
 from fruitflow_pipeline.run import PipelineRun
 from fruitflow_pipeline.settings import (
     ANYWHERE,
+    MAX_CORE_NODES,
     Settings,
     Target,
     UriError,
@@ -36,7 +38,16 @@ from fruitflow_pipeline.settings import (
     resolved_location,
     weights_problem,
 )
-from fruitflow_pipeline.sizing import INSTANCE_TYPES, ExecutorPlan, SizingError, python_worker_mb
+from fruitflow_pipeline.sizing import (
+    FEATURIZE_IMAGES_PER_VCPU_SECOND,
+    INSTANCE_TYPES,
+    PLANNED_RATE_SHARE,
+    ExecutorPlan,
+    SizingError,
+    featurize_minutes,
+    fewest_nodes,
+    python_worker_mb,
+)
 from fruitflow_pipeline.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -124,15 +135,21 @@ def dag_params(settings: Settings) -> dict[str, Param]:
             ),
             "primary_instance_type": Param(
                 "m5.xlarge", type="string", pattern=INSTANCE_TYPE_PATTERN, section="Cluster", title="Primary node type",
-                description="EC2 type of the primary node (runs the Spark driver).",
+                description="EC2 type of the primary node (runs the Spark driver); a single-node cluster's one node "
+                "is of the core type instead.",
             ),
             "core_instance_type": Param(
                 "m5.2xlarge", type="string", enum=list(INSTANCE_TYPES), section="Cluster", title="Core node type",
                 description="EC2 type of the core nodes (run executors, hold HDFS); the types executors are sized for.",
             ),
             "core_instance_count": Param(
-                2, type="integer", minimum=1, maximum=50, section="Cluster", title="Core nodes",
-                description="Number of core nodes.",
+                None, type=["null", "integer"], minimum=0, maximum=MAX_CORE_NODES, section="Cluster",
+                title="Core nodes",
+                description="Empty: sized to the night, the fewest core nodes on which featurize is planned to take "
+                f"at most {settings.emr.target_minutes} minutes for the images it computes "
+                f"(FRUITFLOW_EMR_TARGET_MINUTES), up to {settings.emr.max_core_nodes} (FRUITFLOW_EMR_MAX_CORE_NODES). "
+                "A number: that many. "
+                "0: a single-node cluster, one node of the core type that runs the driver and the executors.",
             ),
             "task_instance_type": Param(
                 "m5.2xlarge", type="string", enum=list(INSTANCE_TYPES), section="Cluster", title="Task node type",
@@ -157,8 +174,102 @@ class InvalidParams(ValueError):
 @dataclass(frozen=True)
 class ValidatedRun:
     run: PipelineRun
-    cluster: ClusterShape | None
-    executors: ExecutorPlan | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterSize(JsonRecord):
+    """The cluster a night gets and why: report.json's ``cluster_size``."""
+
+    core_nodes: int  # 0: a single-node cluster
+    chosen: str  # "sized": to the night's images; "explicit": the trigger's core_instance_count
+    images: int  # what featurize sends through the network
+    images_why: str  # why that many (find_changes)
+    task_slots: int
+    planned_minutes: float  # featurize's planned time on those slots
+    target_minutes: int
+    images_per_slot_second: float  # the planned rate: bench/results.md's per vCPU, at PLANNED_RATE_SHARE
+    why: str
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    shape: ClusterShape
+    executors: ExecutorPlan
+    size: ClusterSize
+
+    def sized(self, run: PipelineRun) -> PipelineRun:
+        """``run`` with the featurize tasks and the executor layout of this cluster."""
+        return replace(run, partitions=self.executors.partitions, executor_plan=self.executors.describe())
+
+
+def cluster_shape(params: Mapping, settings: Settings, core_nodes: int) -> ClusterShape:
+    """The form's cluster with ``core_nodes`` core nodes; with none, a single node of the core type
+    (with instance fleets, of any core fleet type), since it runs the executors."""
+    fleets = settings.emr.fleets
+    single = core_nodes == 0
+    return ClusterShape(
+        release_label=params["release_label"],
+        primary_instance_type=params["core_instance_type" if single else "primary_instance_type"],
+        core_instance_type=params["core_instance_type"],
+        core_instance_count=core_nodes,
+        task_instance_type=params["task_instance_type"],
+        task_instance_count=int(params["task_instance_count"]),
+        task_market=params["task_market"],
+        fleets={**fleets, "primary": fleets["core"]} if single and fleets else fleets,
+    )
+
+
+def _layout(core_nodes: int) -> str:
+    return "a single-node cluster" if core_nodes == 0 else f"{core_nodes} core node{'s' * (core_nodes > 1)}"
+
+
+def plan_cluster(params: Mapping, settings: Settings, to_featurize: ToFeaturize) -> ClusterPlan:
+    """The cluster for a night that sends ``to_featurize`` images through the network: the trigger's
+    core_instance_count when it gives one, else the fewest core nodes (from a single node up to
+    FRUITFLOW_EMR_MAX_CORE_NODES) on which featurize is planned to fit FRUITFLOW_EMR_TARGET_MINUTES.
+    Raises SizingError for a cluster the form's types cannot make."""
+    engine, images, target = params["engine"], to_featurize.images, settings.emr.target_minutes
+    worker_mb = python_worker_mb(engine, int(params["batch_size"]))
+    tasks, explicit = int(params["task_instance_count"]), params["core_instance_count"]
+    if explicit == 0 and tasks:
+        raise SizingError("task nodes need core nodes: a single-node cluster (core_instance_count 0) has none")
+    if explicit is not None:
+        plans = {int(explicit): plan_cluster_executors(cluster_shape(params, settings, int(explicit)), worker_mb)}
+    else:
+        plans = {}
+        for candidate in range(1 if tasks else 0, settings.emr.max_core_nodes + 1):
+            try:
+                plans[candidate] = plan_cluster_executors(cluster_shape(params, settings, candidate), worker_mb)
+            except SizingError:
+                if candidate:
+                    raise
+                # this core type has room for one executor, so it cannot be a single node: core nodes only
+    nodes = fewest_nodes(images, engine, target, {count: plan.task_slots for count, plan in plans.items()})
+    minutes = featurize_minutes(images, plans[nodes].task_slots, engine)
+    rate = FEATURIZE_IMAGES_PER_VCPU_SECOND[engine] * PLANNED_RATE_SHARE
+    why = f"{_layout(nodes)}: {images:,} images take {minutes:.1f} min on {plans[nodes].task_slots} task slots"
+    if explicit is not None:
+        why += ", the count the trigger asked for (core_instance_count)"
+    elif minutes > target:
+        why += f", over the {target} min target on the most FRUITFLOW_EMR_MAX_CORE_NODES allows"
+    else:
+        why += f", the fewest nodes within the {target} min target"
+        if fewer := [count for count in plans if count < nodes]:
+            slower = featurize_minutes(images, plans[max(fewer)].task_slots, engine)
+            why += f" ({_layout(max(fewer))}: {slower:.1f} min)"
+    size = ClusterSize(
+        core_nodes=nodes,
+        chosen="sized" if explicit is None else "explicit",
+        images=images,
+        images_why=to_featurize.why,
+        task_slots=plans[nodes].task_slots,
+        planned_minutes=round(minutes, 1),
+        target_minutes=target,
+        images_per_slot_second=rate,
+        why=f"{why}; {engine} planned at {rate:g} images/s per slot",
+    )
+    executors = plans[nodes]
+    return ClusterPlan(cluster_shape(params, settings, nodes), executors, size)
 
 
 def _location(name: str, uri: str, settings: Settings) -> tuple[str | None, str | None]:
@@ -198,14 +309,12 @@ class _CheckedParams:
     results: str | None
     weights: str
     weights_file: bool  # an allowed, well-formed weights file URI, still to be looked for
-    cluster: ClusterShape | None
-    executors: ExecutorPlan | None
     problems: list[str]
 
 
 def _check_params(params: Mapping, conf: Mapping, settings: Settings) -> _CheckedParams:
-    """The checks that need nothing but the params: conf keys, URIs and where they point, weights,
-    cluster sizing. The model cache lies in results_uri (<results>/_models), so it is allowed with it."""
+    """The checks that need nothing but the params: conf keys, URIs and where they point, weights, the
+    clusters the night may get. The model cache lies in results_uri (<results>/_models), so it is allowed with it."""
     target = settings.target
     problems, weights_file = [], False
     images, images_problem = _location("images_uri", params["images_uri"], settings)
@@ -230,24 +339,12 @@ def _check_params(params: Mapping, conf: Mapping, settings: Settings) -> _Checke
                 problems.append(location_problem)
             else:
                 weights, weights_file = location, True
-    cluster = executors = None
     if target is Target.EMR:
-        cluster = ClusterShape(
-            release_label=params["release_label"],
-            primary_instance_type=params["primary_instance_type"],
-            core_instance_type=params["core_instance_type"],
-            core_instance_count=int(params["core_instance_count"]),
-            task_instance_type=params["task_instance_type"],
-            task_instance_count=int(params["task_instance_count"]),
-            task_market=params["task_market"],
-            fleets=settings.emr.fleets,
-        )
-        try:
-            worker_mb = python_worker_mb(params["engine"], int(params["batch_size"]))
-            executors = plan_cluster_executors(cluster, worker_mb)
+        try:  # every cluster the night may get: its size waits for the images' count (find_changes)
+            plan_cluster(params, settings, ToFeaturize(images=0, why="checked before the images are listed"))
         except SizingError as problem:
             problems.append(f"cluster: {problem}")
-    return _CheckedParams(images, results, weights, weights_file, cluster, executors, problems)
+    return _CheckedParams(images, results, weights, weights_file, problems)
 
 
 def _validated(
@@ -263,11 +360,9 @@ def _validated(
         batch_size=int(params["batch_size"]),
         max_error_share=float(params["max_error_share"]),
         engine=params["engine"],
-        partitions=checked.executors.partitions if checked.executors else None,
-        executor_plan=checked.executors.describe() if checked.executors else None,
         previous_key=previous_key,
     )
-    return ValidatedRun(run, checked.cluster, checked.executors)
+    return ValidatedRun(run)
 
 
 def validate_run(

@@ -1,10 +1,12 @@
 """What a run would do, read before paying for it; nothing is sent to AWS.
 
-    python -m fruitflow_pipeline.plan [--conf '{"core_instance_count": 4}']   (or: make plan CONF='...')
+    python -m fruitflow_pipeline.plan [--conf '{"core_instance_count": 4}'] [--images N]
+    (or: make plan CONF='...' IMAGES=N)
 
 Takes the deployment settings (FRUITFLOW_*) and the params as a trigger would (the form's
 defaults, then the conf, checked against the same schema and rules as validate_params) and
-prints the executor plan, each step's command line and, on EMR, the whole RunJobFlow request.
+prints each step's command line and, on EMR, the cluster each size of night gets and the whole
+RunJobFlow request for a night that featurises N images (the images are not listed: that needs AWS).
 What needs AWS is not checked: that the images exist and the weights file is there.
 """
 
@@ -22,7 +24,15 @@ from airflow.sdk.exceptions import ParamValidationError
 from fruitflow.contract import WEIGHTS_IMAGENET
 from fruitflow_pipeline.cluster import job_flow_spec
 from fruitflow_pipeline.code_bundle import code_version
-from fruitflow_pipeline.params import InvalidParams, ValidatedRun, anywhere_warning, dag_params, plan_run
+from fruitflow_pipeline.nightly import ToFeaturize
+from fruitflow_pipeline.params import (
+    InvalidParams,
+    ValidatedRun,
+    anywhere_warning,
+    dag_params,
+    plan_cluster,
+    plan_run,
+)
 from fruitflow_pipeline.run import run_key
 from fruitflow_pipeline.settings import SettingError, Settings, Target
 from fruitflow_pipeline.steps import PIPELINE, emr_step, local_command
@@ -81,12 +91,40 @@ def guard_rail_lines(settings: Settings, request: dict) -> list[str]:
     return lines
 
 
+# Nights whose cluster every EMR plan shows: about Fruits-360's size, 1 % of it changed, and ten times it.
+EXAMPLE_NIGHTS = (
+    ToFeaturize(images=900, why="1 % of 90,000 images changed"),
+    ToFeaturize(images=90_000, why="a full refresh of 90,000 images"),
+    ToFeaturize(images=900_000, why="a full refresh of 900,000 images"),
+)
+
+
+def trigger_params(settings: Settings, conf: dict) -> dict:
+    """The params a trigger with ``conf`` gets, checked by the trigger form's schema; raises
+    ParamValidationError where the form would refuse them."""
+    params = ParamsDict(dag_params(settings))
+    params.update(conf)
+    return params.validate()
+
+
 def plan_for_conf(settings: Settings, conf: dict, moment: datetime) -> ValidatedRun:
     """The run a trigger with ``conf`` would plan, checked by the trigger form's schema and
     validate_params' rules; raises InvalidParams or ParamValidationError where a trigger would be refused."""
-    params = ParamsDict(dag_params(settings))
-    params.update(conf)
-    return plan_run(params.validate(), conf, settings, code_version(settings.jobs_dir), run_key(moment))
+    params = trigger_params(settings, conf)
+    return plan_run(params, conf, settings, code_version(settings.jobs_dir), run_key(moment))
+
+
+def cluster_size_lines(settings: Settings, params: dict, nights: tuple[ToFeaturize, ...]) -> list[str]:
+    """The cluster each of ``nights`` gets, one line each."""
+    emr = settings.emr
+    lines = [
+        f"Cluster by night (FRUITFLOW_EMR_TARGET_MINUTES={emr.target_minutes}, "
+        f"FRUITFLOW_EMR_MAX_CORE_NODES={emr.max_core_nodes}):"
+    ]
+    for night in nights:
+        size = plan_cluster(params, settings, night).size
+        lines.append(f"  {night.why}: {size.why}")
+    return lines
 
 
 def conf_from_json(text: str) -> dict:
@@ -100,8 +138,9 @@ def conf_from_json(text: str) -> dict:
     return conf
 
 
-def render_plan(settings: Settings, conf: dict, moment: datetime) -> str:
-    """The plan as text; raises InvalidParams or ParamValidationError for a conf a trigger would refuse."""
+def render_plan(settings: Settings, conf: dict, moment: datetime, images: int | None = None) -> str:
+    """The plan as text, the request for a night that featurises ``images`` (default: the largest
+    example night); raises InvalidParams or ParamValidationError for a conf a trigger would refuse."""
     validated = plan_for_conf(settings, conf, moment)
     run = validated.run
     lines = [
@@ -113,14 +152,22 @@ def render_plan(settings: Settings, conf: dict, moment: datetime) -> str:
     if warning := anywhere_warning(settings):
         lines.append(f"Warning: {warning}")
     if settings.target is Target.EMR:
-        lines += [f"Executors: {validated.executors.describe()}", f"Featurize tasks: {run.partitions}"]
+        params = trigger_params(settings, conf)
+        night = EXAMPLE_NIGHTS[1] if images is None else ToFeaturize(images=images, why=f"a night of {images:,} images")
+        nights = EXAMPLE_NIGHTS if images is None else (*EXAMPLE_NIGHTS, night)
+        cluster = plan_cluster(params, settings, night)
+        run = cluster.sized(run)
         lines += [f"Warning: {warning}" for warning in deployment_warnings(settings, run.weights)]
+        lines += ["", *cluster_size_lines(settings, params, nights), ""]
+        lines += [
+            f"For {night.why} (another count: --images N, or make plan TO_FEATURIZE=N):",
+            f"  Executors: {cluster.executors.describe()}",
+            f"  Featurize tasks: {run.partitions}",
+        ]
         lines.append("")
         lines.append("Steps (spark-submit on the primary node, one after the other):")
         lines += [f"  {shlex.join(emr_step(step, run)['HadoopJarStep']['Args'])}" for step in PIPELINE]
-        request = job_flow_spec(
-            run, validated.cluster, settings.emr, f"manual__{moment.isoformat()}", validated.executors
-        )
+        request = job_flow_spec(run, cluster.shape, settings.emr, f"manual__{moment.isoformat()}", cluster.executors)
         lines += ["", *capacity_lines(request), "", *guard_rail_lines(settings, request)]
         lines += ["", "RunJobFlow request:", json.dumps(request, indent=2)]
     else:
@@ -135,13 +182,18 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument("--conf", default="{}", help="the trigger's conf, as JSON (default: {}, the nightly run)")
+    parser.add_argument(
+        "--images", type=int, help="EMR: the images the night featurises, for the request (default: a full refresh)"
+    )
     args = parser.parse_args(argv)
+    if args.images is not None and args.images < 0:
+        parser.error("--images must be 0 or more")
     try:
         conf = conf_from_json(args.conf)
     except ValueError as problem:
         parser.error(f"--conf {problem}")
     try:
-        print(render_plan(Settings.from_env(), conf, datetime.now(UTC)))
+        print(render_plan(Settings.from_env(), conf, datetime.now(UTC), args.images))
     except (InvalidParams, ParamValidationError, SettingError) as problem:
         print(f"a run with these params would be refused: {problem}", file=sys.stderr)
         return 2

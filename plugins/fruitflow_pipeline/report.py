@@ -130,6 +130,7 @@ def run_report(
     cluster_id: str | None = None,
     cluster_usage: dict | None = None,
     clusters: list[dict] | None = None,
+    cluster_size: dict | None = None,
     teardowns: Collection[str] = (),
     unchanged_since: str | None = None,
     changes: list[str] | None = None,
@@ -147,6 +148,7 @@ def run_report(
     ``changes`` says otherwise why the run went ahead (find_changes' lines);
     ``cluster_usage`` the cluster's phases and instance time (cluster_usage.usage_summary), on EMR;
     ``clusters`` every cluster the run started and how each ended (cluster_usage.launch_entry);
+    ``cluster_size`` the size chosen for the night and why (params.ClusterSize), on EMR;
     ``retention`` what remove_old_runs deleted, when it ran; ``bytes_written`` the size of the
     run's folder before the report itself.
     """
@@ -172,6 +174,8 @@ def run_report(
         report["cluster"] = cluster_usage
     if clusters:
         report["clusters"] = list(clusters)
+    if cluster_size is not None:
+        report["cluster_size"] = dict(cluster_size)
     if retention is not None:
         report["retention"] = retention
     if changes:

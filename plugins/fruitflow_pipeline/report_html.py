@@ -230,6 +230,7 @@ def render_report_html(report: dict, pictures: Mapping[str, bytes | None], error
         ("weights", report["inputs"]["weights"]),
         *([("cluster", report["cluster_id"])] if report.get("cluster_id") else []),
         *([("executors", report["executor_plan"])] if report.get("executor_plan") else []),
+        *([("cluster size", report["cluster_size"]["why"])] if report.get("cluster_size") else []),
         *([("compared with", report["previous_run"])] if report.get("previous_run") else []),
         *([("CSV", report["outputs"]["csv"])] if report.get("outputs") else []),
     ]

@@ -26,6 +26,7 @@ from fruitflow_pipeline.sizing import INSTANCE_TYPES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_POKE_INTERVAL_SECONDS = 60.0
+MAX_CORE_NODES = 50  # the trigger form's limit on core nodes, and so on FRUITFLOW_EMR_MAX_CORE_NODES
 
 
 def idle_timeout_for(poke_interval_seconds: float) -> int:
@@ -341,6 +342,10 @@ class EmrSettings:
     security_configuration: str = ""  # the name of an EMR security configuration; empty: none
     step_role: str = ""  # runtime role ARN the steps run under (AddJobFlowSteps' ExecutionRoleArn); empty: none
     tags: Mapping[str, str] = field(default_factory=dict)  # added to the run's own tags, never replacing one
+    # A cluster sized to the night: featurize planned to take at most this long
+    # (docs/decisions/0017-cluster-sized-to-the-night.md), on at most max_core_nodes core nodes.
+    target_minutes: int = 30
+    max_core_nodes: int = 10
 
 
 @dataclass(frozen=True)
@@ -474,6 +479,9 @@ class Settings:
             # RunJobFlow takes several subnets (Ec2SubnetIds) only for instance fleets (EMR API Reference).
             raise SettingError("FRUITFLOW_EMR_SUBNET_IDS: several subnets need instance fleets (FRUITFLOW_EMR_FLEETS)")
         poke_interval = number("POKE_INTERVAL_SECONDS", cls.poke_interval_seconds, float)
+        max_core_nodes = number("EMR_MAX_CORE_NODES", EmrSettings.max_core_nodes)
+        if max_core_nodes > MAX_CORE_NODES:
+            raise SettingError(f"FRUITFLOW_EMR_MAX_CORE_NODES={max_core_nodes} is over the form's {MAX_CORE_NODES}")
         allowed_uris = tuple(filter(None, (uri.strip() for uri in text("ALLOWED_URIS").split(","))))
         emr, local, retention = EmrSettings(), LocalSettings(), RetentionSettings()
         return cls(
@@ -506,6 +514,8 @@ class Settings:
                 security_configuration=security_configuration,
                 step_role=step_role,
                 tags=tags_from(text("EMR_TAGS", "{}")),
+                target_minutes=number("EMR_TARGET_MINUTES", emr.target_minutes),
+                max_core_nodes=max_core_nodes,
             ),
             local=LocalSettings(
                 spark_master=text("SPARK_MASTER", local.spark_master),

@@ -137,6 +137,20 @@ SETTINGS: tuple[Setting, ...] = (
         "terminates it and fails",
     ),
     Setting(
+        "EMR_TARGET_MINUTES",
+        _code(_emr.target_minutes),
+        "a cluster sized to the night: the fewest core nodes (from none, a single-node cluster, up to "
+        "`FRUITFLOW_EMR_MAX_CORE_NODES`) on which featurize is planned to take at most this many minutes for the "
+        "images the night sends through the network; a trigger's `core_instance_count` overrides it "
+        "(docs/decisions/0017-cluster-sized-to-the-night.md)",
+    ),
+    Setting(
+        "EMR_MAX_CORE_NODES",
+        _code(_emr.max_core_nodes),
+        "the most core nodes a cluster sized to the night gets (up to 50), however large the night; "
+        "a trigger's explicit `core_instance_count` is not bound by it",
+    ),
+    Setting(
         "EMR_SECURITY_CONFIGURATION",
         "(none)",
         "name of an EMR security configuration the cluster is launched with (encryption, IMDSv2 and the like, "

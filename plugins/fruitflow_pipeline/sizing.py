@@ -44,6 +44,16 @@ WORKER_MEMORY_MB = {
     ENGINE_OPENVINO_BF16: (310, 9),
     ENGINE_TENSORFLOW: (740, 18),
 }
+# Images/s per vCPU, from bench/results.md, "Per-vCPU featurize rates (what EMR cluster sizing plans with)".
+FEATURIZE_IMAGES_PER_VCPU_SECOND = {
+    ENGINE_ONNX: 93.9,
+    ENGINE_OPENVINO: 75.4,
+    ENGINE_OPENVINO_BF16: 128.3,
+    ENGINE_TENSORFLOW: 50.8,
+}
+# EMR's instances run older CPUs than the benchmark's host: a cluster is sized at this share of the
+# measured rate (docs/decisions/0017-cluster-sized-to-the-night.md).
+PLANNED_RATE_SHARE = 0.5
 WORKER_MARGIN = 1.25
 JVM_OVERHEAD_MB = 384  # Spark's minimum overhead: the executor JVM's own off-heap memory
 MIN_HEAP_MB = 2048  # Arrow batches of image bytes and cached results pass through the heap
@@ -92,13 +102,18 @@ class ExecutorPlan:
         if not self.nodes:  # instance fleets: EMR chooses the types, so the node count is unknown
             layout = f"{self.executors} executors x {self.executor_cores} cores on instance fleets"
         elif self.executors % self.nodes == 0:
-            layout = f"{self.nodes} nodes x {self.executors // self.nodes} executors x {self.executor_cores} cores"
+            per_node = self.executors // self.nodes
+            layout = f"{_count(self.nodes, 'node')} x {_count(per_node, 'executor')} x {self.executor_cores} cores"
         else:  # core and task nodes of different sizes
             layout = f"{self.executors} executors x {self.executor_cores} cores on {self.nodes} nodes"
         return (
             f"{layout} = {self.task_slots} task slots with {self.overhead_mb / 1024:.1f} GB Python memory "
             f"and {self.heap_mb / 1024:.1f} GB heap per executor"
         )
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}{'s' * (number != 1)}"
 
 
 def _known_types(instance_types: list[str]) -> dict[str, InstanceType]:
@@ -148,6 +163,24 @@ def plan_executors(groups: list[tuple[str, int]], worker_mb: int) -> ExecutorPla
     )
 
 
+def plan_single_node_executors(instance_types: list[str], worker_mb: int) -> ExecutorPlan:
+    """Executors for a single-node cluster whose one node may be any of ``instance_types``: the
+    primary runs every component there (EMR Management Guide, "Configure cluster hardware and
+    networking"), the Spark driver and the cluster's daemons beside YARN's containers, so it runs
+    one executor fewer than a core node of its type would. Raises SizingError for a type with
+    room for one executor only."""
+    types = _known_types(list(dict.fromkeys(instance_types)))
+    cores, heap_mb, overhead_mb = _executor_size(types, worker_mb)
+    smallest = min(types, key=lambda name: types[name].vcpus)
+    executors = types[smallest].vcpus // cores - 1
+    if executors < 1:
+        raise SizingError(
+            f"{smallest} has room for one executor, which a single-node cluster leaves to the Spark driver and "
+            "the cluster's daemons: a single node needs a type with 8 vCPUs or more (m5.2xlarge), or core nodes"
+        )
+    return ExecutorPlan(nodes=1, executors=executors, executor_cores=cores, heap_mb=heap_mb, overhead_mb=overhead_mb)
+
+
 def plan_fleet_executors(instance_types: list[str], vcpus: int, worker_mb: int) -> ExecutorPlan:
     """Executors for instance fleets that may get any of ``instance_types`` for ``vcpus`` of worker
     capacity (each type weighted by its vCPUs): the executor size fits the type with the least YARN
@@ -158,3 +191,18 @@ def plan_fleet_executors(instance_types: list[str], vcpus: int, worker_mb: int) 
     return ExecutorPlan(
         nodes=0, executors=vcpus // cores, executor_cores=cores, heap_mb=heap_mb, overhead_mb=overhead_mb
     )
+
+
+def featurize_minutes(images: int, task_slots: int, engine: str) -> float:
+    """How long featurize is planned to take for ``images`` on ``task_slots`` (one vCPU each)."""
+    per_slot = FEATURIZE_IMAGES_PER_VCPU_SECOND[engine] * PLANNED_RATE_SHARE
+    return images / (task_slots * per_slot) / 60
+
+
+def fewest_nodes(images: int, engine: str, target_minutes: float, slots_by_nodes: dict[int, int]) -> int:
+    """The fewest core nodes (0: a single node) among ``slots_by_nodes`` {core nodes: task slots} on
+    which featurize is planned to fit ``target_minutes``; the most when none does."""
+    for nodes in sorted(slots_by_nodes):
+        if featurize_minutes(images, slots_by_nodes[nodes], engine) <= target_minutes:
+            return nodes
+    return max(slots_by_nodes)

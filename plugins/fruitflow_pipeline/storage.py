@@ -30,6 +30,7 @@ class Storage(Protocol):
     def size(self, uri: str) -> int | None: ...
     def fingerprint(self, uri: str) -> str: ...
     def write_text(self, uri: str, text: str) -> None: ...
+    def write_bytes(self, uri: str, data: bytes) -> None: ...
     def upload(self, files: tuple[Path, ...], folder_uri: str) -> None: ...
     def delete_folder(self, uri: str) -> None: ...
 
@@ -74,6 +75,11 @@ class LocalStorage:
         path = local_path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        path = local_path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
 
     def upload(self, files: tuple[Path, ...], folder_uri: str) -> None:
         folder = local_path(folder_uri)
@@ -150,6 +156,10 @@ class S3Storage:
     def write_text(self, uri: str, text: str) -> None:
         bucket, key = self._split(uri)
         self.hook.load_string(text, key, bucket, replace=True)
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        bucket, key = self._split(uri)
+        self.hook.load_bytes(data, key, bucket, replace=True)
 
     def upload(self, files: tuple[Path, ...], folder_uri: str) -> None:
         bucket, prefix = self._split(join_uri(folder_uri, ""))
