@@ -44,6 +44,13 @@ WORKER_MEMORY_MB = {
     ENGINE_OPENVINO_BF16: (310, 9),
     ENGINE_TENSORFLOW: (740, 18),
 }
+# Images/s per vCPU, from bench/results.md, "Per-vCPU featurize rates (what EMR cluster sizing plans with)".
+FEATURIZE_IMAGES_PER_VCPU_SECOND = {
+    ENGINE_ONNX: 93.9,
+    ENGINE_OPENVINO: 75.4,
+    ENGINE_OPENVINO_BF16: 128.3,
+    ENGINE_TENSORFLOW: 50.8,
+}
 WORKER_MARGIN = 1.25
 JVM_OVERHEAD_MB = 384  # Spark's minimum overhead: the executor JVM's own off-heap memory
 MIN_HEAP_MB = 2048  # Arrow batches of image bytes and cached results pass through the heap
