@@ -8,6 +8,7 @@ import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from fruitflow.contract import (
@@ -275,6 +276,36 @@ def featurize_section(report: Report) -> list[str]:
         "in job seconds and in spark-submit wall seconds (JVM start included: what the target is judged on). "
         "Decode + resize share: the raw rows' decode + resize ms per image against the job's core time per image "
         f"({os.cpu_count()} cores, each running a task, over the marginal rate).",
+    ]
+
+
+def per_vcpu_rate(rate: float, cpus: int) -> Decimal:
+    """Images per second one vCPU featurises: the marginal rate as printed over the run's CPUs, rounded half up
+    to one decimal, so that a reader can redo the division from the table above."""
+    return (Decimal(f"{rate:.1f}") / cpus).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+
+
+def featurize_rates_section(rates: dict[str, float | None], marginal: tuple[int, int], cpus: int) -> list[str]:
+    """``rates``: each engine's featurize marginal rate (None where the run has none), measured on ``cpus`` CPUs."""
+    small, large = marginal
+    rows = [
+        [
+            engine_label(engine),
+            number(rate),
+            str(cpus),
+            "n/a (no marginal rate)" if rate is None else str(per_vcpu_rate(rate, cpus)),
+        ]
+        for engine, rate in rates.items()
+    ]
+    header = ["engine", f"marginal rate {small:,} → {large:,} images/s (job s)", "CPUs", "images/s per vCPU"]
+    return [
+        "## Per-vCPU featurize rates (what EMR cluster sizing plans with)",
+        "",
+        f"Each engine's featurize marginal rate above over the {cpus} CPUs it ran on (`local[*]`: a task on every "
+        "CPU): the images one vCPU featurises per second, the figures "
+        "`fruitflow_pipeline.sizing.FEATURIZE_IMAGES_PER_VCPU_SECOND` holds (a test keeps them equal).",
+        "",
+        *table(header, rows),
     ]
 
 
@@ -553,6 +584,9 @@ def render(report: Report, started: datetime) -> str:
         raw_section(report),
         bf16_section(report),
         featurize_section(report),
+        featurize_rates_section(
+            {engine: report.marginal_rate(engine) for engine in report.featurize}, report.marginal, os.cpu_count() or 1
+        ),
         memory_section(report),
         nightly_section(report),
         scale_section(report),
