@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 EMR_ORDER = [
-    "validate_params", "find_changes", "empty_run_folder", "upload_code", "create_cluster", "add_steps",
+    "validate_params", "find_changes", "empty_run_folder", "upload_code", "size_cluster", "create_cluster", "add_steps",
     "watch_featurize", "watch_pca", "watch_export_csv", "check_outputs", {"terminate_cluster", "remove_old_runs"},
     "write_report",
 ]  # fmt: skip
@@ -68,12 +68,13 @@ def test_emr_graph_edges_are_the_data_each_task_reads(load_dag):
         "find_changes": {"validate_params"},
         "empty_run_folder": {"find_changes"},
         "upload_code": {"empty_run_folder"},
-        "create_cluster": {"upload_code", "validate_params"},  # after the code, with the cluster request
-        "add_steps": {"create_cluster", "validate_params"},  # the cluster id, the steps
+        "size_cluster": {"upload_code"},  # after the code, with the run; find_changes' count by XCom
+        "create_cluster": {"size_cluster"},  # the cluster request
+        "add_steps": {"create_cluster", "size_cluster"},  # the cluster id, the steps
         "watch_featurize": {"add_steps", "create_cluster"},  # the step ids, the cluster id
         "watch_pca": {"watch_featurize", "add_steps", "create_cluster"},
         "watch_export_csv": {"watch_pca", "add_steps", "create_cluster"},
-        "check_outputs": {"watch_export_csv", "upload_code"},  # after the last step, with the run
+        "check_outputs": {"watch_export_csv", "size_cluster"},  # after the last step, with the run
         "terminate_cluster": {"check_outputs", "create_cluster"},
         "remove_old_runs": {"check_outputs", "validate_params"},  # after the good outputs, with the run
         "write_report": {"terminate_cluster", "remove_old_runs", "validate_params"},
@@ -151,7 +152,7 @@ def test_every_param_has_a_default_a_title_a_description_and_a_schema(load_dag, 
     assert set(params) == expected
     for name in params:
         param = params.get_param(name)
-        assert param.value is not None, name
+        assert param.value is not None or name == "core_instance_count", name  # empty: sized to the night
         assert param.schema.get("title"), name  # the form's label; without it the UI shows the raw name
         assert param.description, name
         assert param.schema.get("type"), name
@@ -171,4 +172,4 @@ def test_emr_defaults_point_at_s3_and_emr_7(load_dag):
     assert params["images_uri"] == "s3://acme-fruits/in"
     assert params["results_uri"] == "s3://acme-fruits/out"
     assert params["release_label"].startswith("emr-7.")
-    assert params["core_instance_count"] >= 1 and params["task_market"] == "SPOT"
+    assert params["core_instance_count"] is None and params["task_market"] == "SPOT"  # None: sized to the night

@@ -227,7 +227,12 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
     assert argument(featurize_args, "--images") == f"s3://{BUCKET}/images"
     assert argument(featurize_args, "--output") == f"{run_uri}/features"
     assert argument(featurize_args, "--weights") == "random"
-    assert argument(featurize_args, "--partitions") == "64"  # 16 task slots x 4, not YARN's parallelism at start
+    assert argument(featurize_args, "--partitions") == "16"  # 4 task slots x 4, not YARN's parallelism at start
+    # Three images: a single node of the core type runs the driver and one executor (sized to the night).
+    groups = request["Instances"]["InstanceGroups"]
+    assert [(group["InstanceRole"], group["InstanceType"], group["InstanceCount"]) for group in groups] == [
+        ("MASTER", "m5.2xlarge", 1)
+    ]
     assert argument(featurize_args, "--engine") == "onnx"
     assert argument(featurize_args, "--model-cache") == f"s3://{BUCKET}/results/_models"  # shared by every run
     defaults = next(c for c in request["Configurations"] if c["Classification"] == "spark-defaults")["Properties"]
@@ -240,9 +245,15 @@ def test_completed_steps_finish_the_run_and_terminate_the_cluster(emr_dag, monke
     assert cluster["ReleaseLabel"] == "emr-7.10.0"
 
     report = read_json(f"results/{plan['run']['key']}/report.json")
-    plan_line = "2 nodes x 2 executors x 4 cores = 16 task slots with 2.6 GB Python memory and 9.4 GB heap per executor"
+    plan_line = "1 node x 1 executor x 4 cores = 4 task slots with 2.6 GB Python memory and 9.4 GB heap per executor"
     assert report["executor_plan"] == plan_line
-    assert f"executor plan: {plan_line}" in capfd.readouterr().out  # create_cluster's log
+    log = capfd.readouterr().out
+    assert f"executor plan: {plan_line}" in log  # create_cluster's log
+    size = report["cluster_size"]
+    assert (size["core_nodes"], size["chosen"], size["images"], size["task_slots"]) == (0, "sized", 3, 4)
+    assert size["images_why"] == "no earlier good run: all 3 images"
+    assert size["why"].startswith("a single-node cluster: 3 images take 0.0 min on 4 task slots, the fewest nodes")
+    assert f"cluster: {size['why']}" in log  # size_cluster's log
     assert report["status"] == "succeeded"
     assert report["cluster_id"] == cluster["Id"]
     assert report["counts"] == {
@@ -628,10 +639,12 @@ def test_the_report_says_where_the_cluster_time_went_and_what_it_cost(
     FakeEmr(monkeypatch)
     fill_in_emr_timelines(monkeypatch)
 
-    run = emr_dag.test(run_conf=CONF)
+    run = emr_dag.test(run_conf={**CONF, "core_instance_count": 2})  # the trigger's count wins
 
     assert run.state == "success", task_states(run)
-    usage = read_json(f"results/{run_key_of(run)}/report.json")["cluster"]
+    report = read_json(f"results/{run_key_of(run)}/report.json")
+    assert (report["cluster_size"]["core_nodes"], report["cluster_size"]["chosen"]) == (2, "explicit")
+    usage = report["cluster"]
     assert usage["state"] == "TERMINATED"
     assert usage["phases_seconds"] == {
         "provisioning": 120.0, "bootstrap": 420.0, "steps": 1800.0, "after_steps": 300.0, "total": 2700.0,
@@ -1031,7 +1044,7 @@ def test_a_fleet_night_asks_for_fleets_in_several_subnets_and_costs_each_type_an
 
     monkeypatch.setattr(BaseClient, "_make_api_call", fleet_instances)
 
-    run = emr_dag.test(run_conf={**CONF, "task_instance_count": 1})
+    run = emr_dag.test(run_conf={**CONF, "core_instance_count": 2, "task_instance_count": 1})
 
     assert run.state == "success", task_states(run)
     (request,) = calls_named(aws_calls, "RunJobFlow")

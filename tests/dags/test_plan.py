@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from airflow.sdk.exceptions import ParamValidationError
 
+from fruitflow_pipeline.params import InvalidParams
 from fruitflow_pipeline.plan import main, render_plan
 from fruitflow_pipeline.settings import Settings
 from fruitflow_pipeline.steps import PIPELINE
@@ -34,21 +35,41 @@ def step_lines(plan: str) -> list[list[str]]:
 def test_default_plan_shows_executors_steps_and_the_request_for_the_nightly_run():
     plan = render_plan(Settings.from_env({}), {}, MOMENT)
     assert "run 20261126T020000Z" in plan
+    # The request is for a full refresh of 90,000 images: a single m5.2xlarge node fits the 30 min target.
+    assert "For a full refresh of 90,000 images" in plan
     assert (
-        "Executors: 2 nodes x 2 executors x 4 cores = 16 task slots with 2.6 GB Python memory and 9.4 GB heap "
+        "Executors: 1 node x 1 executor x 4 cores = 4 task slots with 2.6 GB Python memory and 9.4 GB heap "
         "per executor" in plan
     )
-    assert "Featurize tasks: 64" in plan
+    assert "Featurize tasks: 16" in plan
     steps = step_lines(plan)
     assert [Path(line[5]).name for line in steps] == [step.script for step in PIPELINE]
     assert steps[0][:3] == ["spark-submit", "--deploy-mode", "client"]
-    assert steps[0][steps[0].index("--partitions") + 1] == "64"
+    assert steps[0][steps[0].index("--partitions") + 1] == "16"
     request = request_in(plan)
     assert request["Name"] == "fruitflow-20261126T020000Z"
     assert request["EbsRootVolumeSize"] == 30
-    assert [group["InstanceCount"] for group in request["Instances"]["InstanceGroups"]] == [1, 2]
+    groups = request["Instances"]["InstanceGroups"]
+    assert [(group["InstanceRole"], group["InstanceType"], group["InstanceCount"]) for group in groups] == [
+        ("MASTER", "m5.2xlarge", 1)  # a single node, of the core type: it runs the executors
+    ]
     assert "Ec2SubnetId" not in request["Instances"]
     assert plan.count("Warning: ") == 3  # no subnet, no wheelhouse, weights from the internet
+
+
+def test_the_plan_shows_the_cluster_each_size_of_night_gets():
+    plan = render_plan(Settings.from_env({}), {}, MOMENT)
+    nights = plan.split("Cluster by night (FRUITFLOW_EMR_TARGET_MINUTES=30, FRUITFLOW_EMR_MAX_CORE_NODES=10):\n")[1]
+    lines = nights.split("\n\n")[0].splitlines()
+    assert lines[0].startswith("  1 % of 90,000 images changed: a single-node cluster: 900 images take 0.1 min")
+    assert lines[1].startswith("  a full refresh of 90,000 images: a single-node cluster: 90,000 images take 8.0 min")
+    assert lines[2].startswith(
+        "  a full refresh of 900,000 images: 2 core nodes: 900,000 images take 20.0 min on 16 task slots, "
+        "the fewest nodes within the 30 min target (1 core node: 39.9 min)"
+    )
+    assert all(line.endswith("onnx planned at 46.95 images/s per slot") for line in lines)
+    tight = render_plan(Settings.from_env({"FRUITFLOW_EMR_MAX_CORE_NODES": "1"}), {}, MOMENT)
+    assert "900,000 images take 39.9 min on 8 task slots, over the 30 min target on the most" in tight
 
 
 def test_plan_follows_the_conf_and_a_deployment_that_needs_no_internet():
@@ -74,7 +95,7 @@ def test_plan_shows_a_fleet_request_in_several_subnets_sized_for_its_tightest_ty
     settings = Settings.from_env(
         {"FRUITFLOW_EMR_FLEETS": json.dumps(fleets), "FRUITFLOW_EMR_SUBNET_IDS": "subnet-0a1b2c3d,subnet-4e5f6a7b"}
     )
-    plan = render_plan(settings, {"task_instance_count": 1, "batch_size": 16}, MOMENT)
+    plan = render_plan(settings, {"core_instance_count": 2, "task_instance_count": 1, "batch_size": 16}, MOMENT)
     assert "Executors: 6 executors x 4 cores on instance fleets = 24 task slots" in plan
     assert (
         "\n".join(
@@ -107,17 +128,21 @@ def test_local_plan_lists_the_spark_submit_commands():
 
 def test_plan_refuses_what_a_trigger_would_refuse():
     with pytest.raises(ParamValidationError, match="core_instance_count"):
-        render_plan(Settings.from_env({}), {"core_instance_count": 0}, MOMENT)
+        render_plan(Settings.from_env({}), {"core_instance_count": -1}, MOMENT)
+    with pytest.raises(InvalidParams, match="task nodes need core nodes"):
+        render_plan(Settings.from_env({}), {"core_instance_count": 0, "task_instance_count": 2}, MOMENT)
 
 
 def test_plan_command_as_a_user_runs_it(capsys):
     result = subprocess.run(
-        [sys.executable, "-m", "fruitflow_pipeline.plan", "--conf", '{"task_instance_count": 2}'],
+        [sys.executable, "-m", "fruitflow_pipeline.plan", "--conf", '{"task_instance_count": 2}', "--images", "9000"],
         cwd=ROOT, env={**os.environ, "FRUITFLOW_TARGET": "emr"},  # as `make plan`: the package is installed
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "4 nodes x 2 executors x 4 cores = 32 task slots" in result.stdout
+    # Task nodes need a core node, and one with the task nodes holds a night of 9,000 images.
+    assert "For a night of 9,000 images" in result.stdout
+    assert "3 nodes x 2 executors x 4 cores = 24 task slots" in result.stdout
     assert main(["--conf", '{"core_instance_type": "c5.4xlarge", "batch_size": 64, "colour": "red"}']) == 2
     error = capsys.readouterr().err
     assert "would be refused: conf: unknown key(s) colour" in error and "c5.4xlarge has 1536 MB" in error
