@@ -194,6 +194,8 @@ def images_to_featurize(
         return ToFeaturize(images=every, why=f"full_refresh: all {every} images")
     if latest is None:
         return ToFeaturize(images=every, why=f"no earlier good run: all {every} images")
+    if run.previous_key != latest.run_key:  # a cleared rerun of the last good run empties what it would carry over
+        return ToFeaturize(images=every, why=f"nothing is carried over from {latest.run_key}: all {every} images")
     otherwise = [name for name in ("weights", "engine") if latest.output_shaping.get(name) != getattr(run, name)]
     if latest.weights_fingerprint != inputs.weights_fingerprint and "weights" not in otherwise:
         otherwise.append("weights' content")
