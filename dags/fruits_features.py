@@ -149,7 +149,7 @@ def upload_code(run: dict) -> dict:
     return run
 
 
-@task(multiple_outputs=True)
+@task(multiple_outputs=True, retries=0)  # the same inputs plan the same cluster
 def size_cluster(run: dict, params=None, dag_run=None, ti=None) -> dict:
     """Choose the cluster for the images this night computes (find_changes' count): the fewest core
     nodes on which featurize fits FRUITFLOW_EMR_TARGET_MINUTES, or the trigger's core_instance_count.

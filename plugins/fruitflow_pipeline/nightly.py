@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from fruitflow.contract import (
     FEATURES_IDENTITY_FILE,
+    PREPROCESSING,
     WEIGHTS_IMAGENET,
     WEIGHTS_RANDOM,
     FeaturesIdentity,
@@ -187,26 +188,30 @@ def images_to_featurize(
     full_refresh: bool,
 ) -> ToFeaturize:
     """The images the featurize job will compute rather than carry over: those new or changed since
-    the last good run, or every one when there is none to carry over from. Known from the listings
-    alone; a change of the jobs' preprocessing, found by the job itself, may still featurise every image."""
+    the last good run, or every one when there is none to carry over from or its features were
+    computed otherwise (weights, engine, preprocessing). Known from the listings alone."""
     every = inputs.images
     if full_refresh:
-        return ToFeaturize(images=every, why=f"full_refresh: all {every} images")
+        return ToFeaturize(images=every, why=f"full_refresh: all {every:,} images")
     if latest is None:
-        return ToFeaturize(images=every, why=f"no earlier good run: all {every} images")
+        return ToFeaturize(images=every, why=f"no earlier good run: all {every:,} images")
     if run.previous_key != latest.run_key:  # a cleared rerun of the last good run empties what it would carry over
-        return ToFeaturize(images=every, why=f"nothing is carried over from {latest.run_key}: all {every} images")
+        return ToFeaturize(images=every, why=f"nothing is carried over from {latest.run_key}: all {every:,} images")
     otherwise = [name for name in ("weights", "engine") if latest.output_shaping.get(name) != getattr(run, name)]
     if latest.weights_fingerprint != inputs.weights_fingerprint and "weights" not in otherwise:
         otherwise.append("weights' content")
+    if latest.features_identity.get("preprocessing") != PREPROCESSING:
+        otherwise.append("the images' preprocessing")
     if otherwise:
         return ToFeaturize(
-            images=every, why=f"{' and '.join(otherwise)} changed since {latest.run_key}: all {every} images"
+            images=every, why=f"{' and '.join(otherwise)} changed since {latest.run_key}: all {every:,} images"
         )
     if previous_listing is None:
-        return ToFeaturize(images=every, why=f"the listing of {latest.run_key} is not kept: all {every} images counted")
+        return ToFeaturize(
+            images=every, why=f"the listing of {latest.run_key} is not kept: all {every:,} images counted"
+        )
     fresh = len(set(listing.lines) - set(previous_listing.lines))
-    return ToFeaturize(images=fresh, why=f"{fresh} of {every} images new or changed since {latest.run_key}")
+    return ToFeaturize(images=fresh, why=f"{fresh:,} of {every:,} images new or changed since {latest.run_key}")
 
 
 def read_latest(storage: Storage, results_uri: str) -> LatestRun | None:

@@ -12,6 +12,8 @@ ADVICE = {
     "find_changes": "the images could not be listed: check AWS access (aws_default, IAM role, bucket policy)",
     "empty_run_folder": "check AWS access; the folder may belong to another DAG run (the task log says which)",
     "upload_code": "check AWS access to the results bucket (aws_default, IAM role, bucket policy)",
+    "size_cluster": "no cluster was started: its log names what the night's size could not be planned from "
+    "(a changed FRUITFLOW_EMR_FLEETS, a missing count from find_changes); fix it and clear the task",
     "create_cluster": "EMR refused or could not start the cluster: check IAM roles, subnet and instance limits",
     "add_steps": "EMR refused the steps: check the cluster's state in the EMR console",
     "step": "read the job's error line above and the step's stdout.gz; a cancelled step only means an earlier "

@@ -39,13 +39,12 @@ from fruitflow_pipeline.settings import (
     weights_problem,
 )
 from fruitflow_pipeline.sizing import (
-    FEATURIZE_IMAGES_PER_VCPU_SECOND,
     INSTANCE_TYPES,
-    PLANNED_RATE_SHARE,
     ExecutorPlan,
     SizingError,
     featurize_minutes,
     fewest_nodes,
+    planned_rate,
     python_worker_mb,
 )
 from fruitflow_pipeline.storage import Storage
@@ -246,7 +245,7 @@ def plan_cluster(params: Mapping, settings: Settings, to_featurize: ToFeaturize)
                 # this core type has room for one executor, so it cannot be a single node: core nodes only
     nodes = fewest_nodes(images, engine, target, {count: plan.task_slots for count, plan in plans.items()})
     minutes = featurize_minutes(images, plans[nodes].task_slots, engine)
-    rate = FEATURIZE_IMAGES_PER_VCPU_SECOND[engine] * PLANNED_RATE_SHARE
+    rate = planned_rate(engine)
     why = f"{_layout(nodes)}: {images:,} images take {minutes:.1f} min on {plans[nodes].task_slots} task slots"
     if explicit is not None:
         why += ", the count the trigger asked for (core_instance_count)"

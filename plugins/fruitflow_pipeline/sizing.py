@@ -193,10 +193,16 @@ def plan_fleet_executors(instance_types: list[str], vcpus: int, worker_mb: int) 
     )
 
 
+def planned_rate(engine: str) -> float:
+    """Images/s per task slot a cluster is sized with. No type in INSTANCE_TYPES has bf16, so
+    ``openvino-bf16`` runs in f32 there (its fallback) and is planned at OpenVINO's f32 rate."""
+    measured = ENGINE_OPENVINO if engine == ENGINE_OPENVINO_BF16 else engine
+    return FEATURIZE_IMAGES_PER_VCPU_SECOND[measured] * PLANNED_RATE_SHARE
+
+
 def featurize_minutes(images: int, task_slots: int, engine: str) -> float:
     """How long featurize is planned to take for ``images`` on ``task_slots`` (one vCPU each)."""
-    per_slot = FEATURIZE_IMAGES_PER_VCPU_SECOND[engine] * PLANNED_RATE_SHARE
-    return images / (task_slots * per_slot) / 60
+    return images / (task_slots * planned_rate(engine)) / 60
 
 
 def fewest_nodes(images: int, engine: str, target_minutes: float, slots_by_nodes: dict[int, int]) -> int:

@@ -33,6 +33,10 @@ DEFAULT_ENGINE = ENGINE_ONNX  # the faster f32 engine (docs/decisions/0010-defau
 # Beside the features Parquet (readers skip "_" files): what computed them, so that a later run
 # knows whether their rows can be carried over.
 FEATURES_IDENTITY_FILE = "_model.json"
+# Decode to RGB, resize with Pillow's default filter, scale like Keras' MobileNetV2 (fruitflow.images):
+# change the name with any of them, so that no features computed before are carried over. Here, not
+# in fruitflow.images, so that the DAG knows it before a night without importing Pillow.
+PREPROCESSING = "pillow-rgb/resize-224-default-filter/mobilenet_v2-tf-float32"
 # Featurize tasks per core: a few waves rather than one, so progress shows task by task and
 # stragglers even out; each Python worker keeps its network between tasks.
 TASKS_PER_CORE = 4

@@ -33,6 +33,7 @@ from fruitflow.contract import (
     IMAGE_EXTENSIONS,
     MODEL_CACHE_OFF,
     ONNX_MODEL_ENGINES,
+    PREPROCESSING,
     TASKS_PER_CORE,
     WEIGHTS_IMAGENET,
     WEIGHTS_RANDOM,
@@ -40,7 +41,7 @@ from fruitflow.contract import (
     FeaturizeArguments,
     FeaturizeMetrics,
 )
-from fruitflow.images import IMAGE_GLOB, PREPROCESSING, ImageDecodeError, decode_image, normalize_uri, to_model_input
+from fruitflow.images import IMAGE_GLOB, ImageDecodeError, decode_image, normalize_uri, to_model_input
 from fruitflow.model import (
     FeatureExtractor,
     configure_tensorflow_threads,

@@ -12,9 +12,6 @@ from PIL import Image
 # Hadoop glob for binaryFile's pathGlobFilter; globs are case-sensitive, so spell out both cases.
 IMAGE_GLOB = "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
 MODEL_INPUT_SIZE = (224, 224)
-# Decode to RGB, resize with Pillow's default filter, scale like Keras' MobileNetV2: change the
-# name with any of them, so that no features computed before are carried over.
-PREPROCESSING = "pillow-rgb/resize-224-default-filter/mobilenet_v2-tf-float32"
 
 
 class ImageDecodeError(ValueError):

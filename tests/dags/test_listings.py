@@ -13,6 +13,7 @@ from fruitflow.contract import (
     ENGINE_ONNX,
     ENGINE_TENSORFLOW,
     FEATURES_IDENTITY_FILE,
+    PREPROCESSING,
     WEIGHTS_IMAGENET,
     WEIGHTS_RANDOM,
     FeaturesIdentity,
@@ -62,14 +63,14 @@ def listing(*lines: str) -> ImagesListing:
     return ImagesListing(lines=tuple(sorted(lines)))
 
 
-def last_good(previous: ImagesListing, **output_shaping_changes) -> LatestRun:
+def last_good(previous: ImagesListing, preprocessing: str = PREPROCESSING, **output_shaping_changes) -> LatestRun:
     """latest.json of the good run GOOD_KEY that saw ``previous``, made with the default params."""
     good = pipeline_run(key=GOOD_KEY, previous_key=None)
     return LatestRun(
         run_key=GOOD_KEY,
         run_uri=good.uri,
         csv_uri=good.csv_uri,
-        features_identity={},
+        features_identity={"engine": ENGINE_ONNX, "weights_digest": "sha256:0", "preprocessing": preprocessing},
         output_shaping=output_shaping(good) | output_shaping_changes,
         listing_digest=previous.digest,
         images=previous.images,
@@ -90,6 +91,13 @@ def counted(run: PipelineRun, latest: LatestRun | None, previous: ImagesListing 
 def test_a_full_refresh_counts_every_image_even_after_a_good_run():
     assert counted(pipeline_run(), last_good(BEFORE), BEFORE, full_refresh=True) == ToFeaturize(
         images=4, why="full_refresh: all 4 images"
+    )
+
+
+def test_features_of_another_preprocessing_count_every_image():
+    older = last_good(BEFORE, preprocessing="pillow-rgb/resize-224-bilinear/mobilenet_v2-tf-float32")
+    assert counted(pipeline_run(), older, BEFORE) == ToFeaturize(
+        images=4, why=f"the images' preprocessing changed since {GOOD_KEY}: all 4 images"
     )
 
 

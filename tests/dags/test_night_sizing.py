@@ -231,3 +231,9 @@ def test_the_form_takes_an_empty_core_count_or_zero(conf, count):
 def test_the_form_refuses_a_core_count_out_of_range(count):
     with pytest.raises(ParamValidationError, match="core_instance_count"):
         validated_core_count({"core_instance_count": count})
+
+
+def test_bf16_is_planned_at_openvinos_f32_rate_since_no_sized_type_has_bf16():
+    from fruitflow_pipeline.sizing import planned_rate
+
+    assert planned_rate("openvino-bf16") == planned_rate("openvino") < planned_rate("onnx")
