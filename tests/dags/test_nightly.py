@@ -64,6 +64,7 @@ class Night:
     latest: str | None  # latest.json's run key after the night
     events: list[dict]  # the features asset events after the night
     images: set[str]  # the images' URIs the night saw
+    to_featurize: dict | None  # find_changes' count of the images featurize would compute, before any step
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,9 @@ def nights(
             latest=json.loads(latest.read_text())["run_key"] if latest.exists() else None,
             events=features_asset_events(),
             images=current,
+            to_featurize=dag_run.get_task_instance("find_changes").xcom_pull(
+                task_ids="find_changes", key="to_featurize"
+            ),
         )
 
     run(20, conf)
@@ -165,6 +169,19 @@ def test_nightly_runs_featurise_only_what_changed_and_skip_when_nothing_did(nigh
     assert other_engine.state == "success"
     metrics = featurize_metrics(results, 25)
     assert (metrics["model_rows"], metrics["reused"]) == (210, 0)  # other features: all computed again
+
+
+def test_the_count_a_night_is_sized_for_is_what_featurize_computes(nights):
+    # find_changes counts from the kept listings, before any step; the job counts its own rows.
+    for day in (20, 21, 23, 24, 25):
+        assert nights.nights[day].to_featurize["images"] == featurize_metrics(nights.results, day)["model_rows"], day
+    assert nights.nights[21].to_featurize["why"] == f"25 of 210 images new or changed since {run_key(20)}"
+    assert nights.nights[20].to_featurize["why"] == "no earlier good run: all 200 images"
+    assert nights.nights[22].to_featurize is None  # unchanged: nothing to count
+    # Only the last good run's listing is kept (night 25's, its images those of night 24).
+    assert [path.parent.name for path in (nights.results / "_listings").rglob("listing.tsv.gz")] == [
+        json.loads((nights.results / "latest.json").read_text())["listing_digest"]
+    ]
 
 
 def test_full_refresh_computes_everything_even_when_nothing_changed(nights):
