@@ -23,15 +23,26 @@ class InstanceType:
 
 
 # yarn_memory_mb: yarn.nodemanager.resource.memory-mb that EMR sets per instance type (EMR Release
-# Guide, "Task configuration", EMR 7.x, clusters without HBase). vcpus: Amazon EC2 instance types.
+# Guide, "Task configuration", values of the latest EMR 7.x release, clusters without HBase).
+# vcpus: Amazon EC2 instance types. x86_64 only: the wheelhouse holds x86_64 wheels (Makefile).
 INSTANCE_TYPES = {
     "m5.xlarge": InstanceType(4, 12288),
     "m5.2xlarge": InstanceType(8, 24576),
     "m5.4xlarge": InstanceType(16, 57344),
     "m5.8xlarge": InstanceType(32, 122880),
+    "m5a.xlarge": InstanceType(4, 12288),
+    "m5a.2xlarge": InstanceType(8, 24576),
+    "m5a.4xlarge": InstanceType(16, 57344),
+    "m6i.xlarge": InstanceType(4, 11712),
     "m6i.2xlarge": InstanceType(8, 23424),
+    "m6i.4xlarge": InstanceType(16, 54272),
+    "m6a.xlarge": InstanceType(4, 11712),
+    "m6a.2xlarge": InstanceType(8, 23424),
+    "m6a.4xlarge": InstanceType(16, 54272),
     "c5.2xlarge": InstanceType(8, 12288),
     "c5.4xlarge": InstanceType(16, 24576),
+    "c5a.2xlarge": InstanceType(8, 11712),
+    "c5a.4xlarge": InstanceType(16, 23424),
     "r5.xlarge": InstanceType(4, 24576),
     "r5.2xlarge": InstanceType(8, 57344),
     "r5.4xlarge": InstanceType(16, 122880),

@@ -364,6 +364,15 @@ def test_fleet_executors_fit_the_type_with_the_least_yarn_memory_per_vcpu():
         plan_cluster_executors(without_task_types, ONNX_WORKER_MB)
 
 
+def test_fleet_executors_fit_a_type_added_from_the_emr_task_configuration_page():
+    # m6a.2xlarge: 23424 MB of YARN memory on 8 vCPUs, less per vCPU than m5.2xlarge or r5.2xlarge beside it.
+    plan = plan_fleet_executors(["m5.2xlarge", "m6a.2xlarge", "r5.2xlarge"], 24, ONNX_WORKER_MB)
+    assert (plan.executor_cores, plan.executors, plan.heap_mb + plan.overhead_mb) == (4, 6, 23424 // 2)
+    # c5a.4xlarge: 23424 MB on 16 vCPUs, four 4-core executors of 5856 MB.
+    compute_plan = plan_fleet_executors(["m6i.4xlarge", "c5a.4xlarge"], 32, ONNX_WORKER_MB)
+    assert (compute_plan.executors, compute_plan.heap_mb + compute_plan.overhead_mb) == (8, 23424 // 4)
+
+
 def test_fleets_and_subnets_are_read_from_the_settings():
     fleets = json.dumps({role: list(types) for role, types in FLEETS.items()})
     emr = Settings.from_env(
