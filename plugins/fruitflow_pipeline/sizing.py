@@ -46,6 +46,8 @@ INSTANCE_TYPES = {
     "r5.xlarge": InstanceType(4, 24576),
     "r5.2xlarge": InstanceType(8, 57344),
     "r5.4xlarge": InstanceType(16, 122880),
+    "r6i.xlarge": InstanceType(4, 23424),
+    "r6i.2xlarge": InstanceType(8, 54272),
 }
 # A featurize Python worker's peak memory per engine: (MB without a batch, MB per image of the batch), a line
 # through two batch sizes measured in the job; bf16 sized as f32 (docs/decisions/0009-executor-sizing.md).
