@@ -115,7 +115,9 @@ def nights(
     run(23, conf | {"max_error_share": 0.0})
     (images / "Training" / "Kiwi" / "broken.jpg").unlink()
     run(24, conf | {"full_refresh": True})  # the images and params of night 21, the last good run
-    run(25, conf | {"engine": "tensorflow"})
+    # dag.test runs every night's tasks on this one DAG object, whose params keep the last conf's values
+    # (a deployment parses the DAG afresh for each task): say full_refresh is off again.
+    run(25, conf | {"engine": "tensorflow", "full_refresh": False})
     return Nights(images, results, replaced, nights)
 
 
@@ -177,6 +179,7 @@ def test_the_count_a_night_is_sized_for_is_what_featurize_computes(nights):
         assert nights.nights[day].to_featurize["images"] == featurize_metrics(nights.results, day)["model_rows"], day
     assert nights.nights[21].to_featurize["why"] == f"25 of 210 images new or changed since {run_key(20)}"
     assert nights.nights[20].to_featurize["why"] == "no earlier good run: all 200 images"
+    assert nights.nights[25].to_featurize["why"] == f"engine changed since {run_key(24)}: all 210 images"
     assert nights.nights[22].to_featurize is None  # unchanged: nothing to count
     # Only the last good run's listing is kept (night 25's, its images those of night 24).
     assert [path.parent.name for path in (nights.results / "_listings").rglob("listing.tsv.gz")] == [
