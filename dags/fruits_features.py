@@ -84,7 +84,7 @@ def validate_params(params=None, logical_date=None, dag_run=None) -> dict:
     and hand on the run."""
     store, moment = storage(), logical_date or dag_run.run_after
     try:
-        validated = validate_run(
+        run = validate_run(
             params,
             dag_run.conf or {},
             SETTINGS,
@@ -94,7 +94,7 @@ def validate_params(params=None, logical_date=None, dag_run=None) -> dict:
         )
     except InvalidParams as problem:
         raise AirflowFailException(f"invalid params: {problem}") from None
-    return {"run": validated.run.to_xcom()}
+    return {"run": run.to_xcom()}
 
 
 @task.short_circuit(multiple_outputs=False, ignore_downstream_trigger_rules=False)

@@ -42,6 +42,7 @@ from fruitflow_pipeline.sizing import (
     INSTANCE_TYPES,
     ExecutorPlan,
     SizingError,
+    count_of,
     featurize_minutes,
     fewest_nodes,
     planned_rate,
@@ -170,11 +171,6 @@ class InvalidParams(ValueError):
     """One or more params are unusable; the message names each field."""
 
 
-@dataclass(frozen=True)
-class ValidatedRun:
-    run: PipelineRun
-
-
 @dataclass(frozen=True, kw_only=True)
 class ClusterSize(JsonRecord):
     """The cluster a night gets and why: report.json's ``cluster_size``."""
@@ -219,7 +215,7 @@ def cluster_shape(params: Mapping, settings: Settings, core_nodes: int) -> Clust
 
 
 def _layout(core_nodes: int) -> str:
-    return "a single-node cluster" if core_nodes == 0 else f"{core_nodes} core node{'s' * (core_nodes > 1)}"
+    return "a single-node cluster" if core_nodes == 0 else count_of(core_nodes, "core node")
 
 
 def plan_cluster(params: Mapping, settings: Settings, to_featurize: ToFeaturize) -> ClusterPlan:
@@ -244,9 +240,10 @@ def plan_cluster(params: Mapping, settings: Settings, to_featurize: ToFeaturize)
                     raise
                 # this core type has room for one executor, so it cannot be a single node: core nodes only
     nodes = fewest_nodes(images, engine, target, {count: plan.task_slots for count, plan in plans.items()})
-    minutes = featurize_minutes(images, plans[nodes].task_slots, engine)
+    executors = plans[nodes]
+    minutes = featurize_minutes(images, executors.task_slots, engine)
     rate = planned_rate(engine)
-    why = f"{_layout(nodes)}: {images:,} images take {minutes:.1f} min on {plans[nodes].task_slots} task slots"
+    why = f"{_layout(nodes)}: {images:,} images take {minutes:.1f} min on {executors.task_slots} task slots"
     if explicit is not None:
         why += ", the count the trigger asked for (core_instance_count)"
     elif minutes > target:
@@ -261,13 +258,12 @@ def plan_cluster(params: Mapping, settings: Settings, to_featurize: ToFeaturize)
         chosen="sized" if explicit is None else "explicit",
         images=images,
         images_why=to_featurize.why,
-        task_slots=plans[nodes].task_slots,
+        task_slots=executors.task_slots,
         planned_minutes=round(minutes, 1),
         target_minutes=target,
         images_per_slot_second=rate,
         why=f"{why}; {engine} planned at {rate:g} images/s per slot",
     )
-    executors = plans[nodes]
     return ClusterPlan(cluster_shape(params, settings, nodes), executors, size)
 
 
@@ -348,8 +344,8 @@ def _check_params(params: Mapping, conf: Mapping, settings: Settings) -> _Checke
 
 def _validated(
     checked: _CheckedParams, params: Mapping, code_version: str, key: str, previous_key: str | None = None
-) -> ValidatedRun:
-    run = PipelineRun(
+) -> PipelineRun:
+    return PipelineRun(
         key=key,
         images_uri=checked.images,
         results_uri=checked.results,
@@ -361,7 +357,6 @@ def _validated(
         engine=params["engine"],
         previous_key=previous_key,
     )
-    return ValidatedRun(run)
 
 
 def validate_run(
@@ -371,7 +366,7 @@ def validate_run(
     storage: Storage,
     code_version: str,
     claim_key: Callable[[str], str],
-) -> ValidatedRun:
+) -> PipelineRun:
     """The run that ``params`` describe, or InvalidParams naming every problem.
 
     ``conf`` is what the run was triggered with: a key that is no declared param is a typo, refused
@@ -396,7 +391,7 @@ def validate_run(
     return _validated(checked, params, code_version, key, previous_key)
 
 
-def plan_run(params: Mapping, conf: Mapping, settings: Settings, code_version: str, key: str) -> ValidatedRun:
+def plan_run(params: Mapping, conf: Mapping, settings: Settings, code_version: str, key: str) -> PipelineRun:
     """What validate_run would plan for ``params``, from the params alone: the images are not
     listed, the weights file not looked for, no folder claimed (the run is named ``key``)."""
     checked = _check_params(params, conf, settings)

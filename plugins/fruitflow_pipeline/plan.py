@@ -27,13 +27,12 @@ from fruitflow_pipeline.code_bundle import code_version
 from fruitflow_pipeline.nightly import ToFeaturize
 from fruitflow_pipeline.params import (
     InvalidParams,
-    ValidatedRun,
     anywhere_warning,
     dag_params,
     plan_cluster,
     plan_run,
 )
-from fruitflow_pipeline.run import run_key
+from fruitflow_pipeline.run import PipelineRun, run_key
 from fruitflow_pipeline.settings import SettingError, Settings, Target
 from fruitflow_pipeline.steps import PIPELINE, emr_step, local_command
 
@@ -107,7 +106,7 @@ def trigger_params(settings: Settings, conf: dict) -> dict:
     return params.validate()
 
 
-def plan_for_conf(settings: Settings, conf: dict, moment: datetime) -> ValidatedRun:
+def plan_for_conf(settings: Settings, conf: dict, moment: datetime) -> PipelineRun:
     """The run a trigger with ``conf`` would plan, checked by the trigger form's schema and
     validate_params' rules; raises InvalidParams or ParamValidationError where a trigger would be refused."""
     params = trigger_params(settings, conf)
@@ -141,8 +140,8 @@ def conf_from_json(text: str) -> dict:
 def render_plan(settings: Settings, conf: dict, moment: datetime, images: int | None = None) -> str:
     """The plan as text, the request for a night that featurises ``images`` (default: the largest
     example night); raises InvalidParams or ParamValidationError for a conf a trigger would refuse."""
-    validated = plan_for_conf(settings, conf, moment)
-    run = validated.run
+    params = trigger_params(settings, conf)
+    run = plan_run(params, conf, settings, code_version(settings.jobs_dir), run_key(moment))
     lines = [
         f"fruitflow plan: target {settings.target.value}, run {run.key}, code version {run.code_version}",
         "(nothing was sent to AWS; not checked: that the images and the weights file exist)",
@@ -152,7 +151,6 @@ def render_plan(settings: Settings, conf: dict, moment: datetime, images: int | 
     if warning := anywhere_warning(settings):
         lines.append(f"Warning: {warning}")
     if settings.target is Target.EMR:
-        params = trigger_params(settings, conf)
         night = EXAMPLE_NIGHTS[1] if images is None else ToFeaturize(images=images, why=f"a night of {images:,} images")
         nights = EXAMPLE_NIGHTS if images is None else (*EXAMPLE_NIGHTS, night)
         cluster = plan_cluster(params, settings, night)

@@ -116,7 +116,7 @@ class ExecutorPlan:
             layout = f"{self.executors} executors x {self.executor_cores} cores on instance fleets"
         elif self.executors % self.nodes == 0:
             per_node = self.executors // self.nodes
-            layout = f"{_count(self.nodes, 'node')} x {_count(per_node, 'executor')} x {self.executor_cores} cores"
+            layout = f"{count_of(self.nodes, 'node')} x {count_of(per_node, 'executor')} x {self.executor_cores} cores"
         else:  # core and task nodes of different sizes
             layout = f"{self.executors} executors x {self.executor_cores} cores on {self.nodes} nodes"
         return (
@@ -125,7 +125,8 @@ class ExecutorPlan:
         )
 
 
-def _count(number: int, thing: str) -> str:
+def count_of(number: int, thing: str) -> str:
+    """``number`` ``thing``s, in words: 1 node, 2 nodes."""
     return f"{number} {thing}{'s' * (number != 1)}"
 
 

@@ -341,7 +341,7 @@ def test_an_allowed_run_gets_the_canonical_locations_and_keeps_its_model_cache_i
     params = local_params(
         f"file://{root}/allowed//images/", f"{root}/allowed/x/../results", weights=f"file:{root}/alias/weights.h5"
     )
-    run = validate_run(params, {}, settings, LocalStorage(), "v1", claim_key=lambda results: "K").run
+    run = validate_run(params, {}, settings, LocalStorage(), "v1", claim_key=lambda results: "K")
     assert (run.images_uri, run.results_uri) == (f"{root}/allowed/images", f"{root}/allowed/results")
     assert run.weights == f"{root}/alias/weights.h5"  # checked where it really is, run as spelt without '..'
     assert run.model_cache_uri == f"{root}/allowed/results/_models"
@@ -353,9 +353,7 @@ def test_weights_that_name_no_location_are_not_restricted(allowed_disk, weights)
     root = allowed_disk
     settings = Settings(target=Target.LOCAL, allowed_uris=(f"{root}/allowed",))
     params = local_params(root / "allowed" / "images", root / "allowed" / "results", weights=weights)
-    assert (
-        validate_run(params, {}, settings, LocalStorage(), "v1", claim_key=lambda results: "K").run.weights == weights
-    )
+    assert validate_run(params, {}, settings, LocalStorage(), "v1", claim_key=lambda results: "K").weights == weights
 
 
 def test_star_allows_everything_and_says_so_in_every_run_and_plan(allowed_disk, caplog):
@@ -363,7 +361,7 @@ def test_star_allows_everything_and_says_so_in_every_run_and_plan(allowed_disk, 
     settings = Settings(target=Target.LOCAL, allowed_uris=("*",))
     params = local_params(root / "other", root / "results", weights=str(root / "other" / "weights.h5"))
     with caplog.at_level(logging.WARNING, logger="fruitflow_pipeline.params"):
-        run = validate_run(params, {}, settings, LocalStorage(), "v1", claim_key=lambda results: "K").run
+        run = validate_run(params, {}, settings, LocalStorage(), "v1", claim_key=lambda results: "K")
     assert run.images_uri == f"{root}/other"
     assert "FRUITFLOW_ALLOWED_URIS=*: whoever triggers a run may point it at any location" in caplog.text
     plan = render_plan(Settings.from_env({"FRUITFLOW_ALLOWED_URIS": "*"}), {"images_uri": "s3://anyone/x"}, MOMENT)

@@ -28,27 +28,32 @@ def night(images: int) -> ToFeaturize:
     return ToFeaturize(images=images, why=f"{images} images new or changed")
 
 
+RUN = PipelineRun(
+    key="20261206T020000Z",
+    images_uri="s3://fruitflow-data/images",
+    results_uri="s3://fruitflow-data/results",
+    code_version="c0de",
+    variance=0.95,
+    weights="imagenet",
+    batch_size=16,
+    max_error_share=0.05,
+    engine=ENGINE_ONNX,
+)  # a run of the form's default params
+
+
+def settings_with(**env: str) -> Settings:
+    return Settings.from_env({f"FRUITFLOW_{name.upper()}": value for name, value in env.items()})
+
+
 def planned(images: int, conf: dict | None = None, **env: str):
     """The cluster a night of ``images`` gets with the form's defaults, ``conf`` and FRUITFLOW_``env``."""
-    settings = Settings.from_env({f"FRUITFLOW_{name.upper()}": value for name, value in env.items()})
+    settings = settings_with(**env)
     return plan_cluster(trigger_params(settings, conf or {}), settings, night(images))
 
 
 def request_for(cluster, **env: str) -> dict:
-    """The RunJobFlow request of ``cluster`` for a run of the default params."""
-    settings = Settings.from_env({f"FRUITFLOW_{name.upper()}": value for name, value in env.items()})
-    run = PipelineRun(
-        key="20261206T020000Z",
-        images_uri="s3://fruitflow-data/images",
-        results_uri="s3://fruitflow-data/results",
-        code_version="c0de",
-        variance=0.95,
-        weights="imagenet",
-        batch_size=16,
-        max_error_share=0.05,
-        engine=ENGINE_ONNX,
-    )
-    return job_flow_spec(cluster.sized(run), cluster.shape, settings.emr, "manual__x", cluster.executors)
+    """The RunJobFlow request of ``cluster`` for RUN."""
+    return job_flow_spec(cluster.sized(RUN), cluster.shape, settings_with(**env).emr, "manual__x", cluster.executors)
 
 
 def test_a_small_night_gets_a_single_node_of_the_core_type_and_no_core_group():
@@ -175,19 +180,8 @@ def test_the_cluster_size_round_trips_through_its_dict():
 
 def test_a_sized_run_has_the_partitions_of_its_executors():
     cluster = planned(900_000)
-    run = PipelineRun(
-        key="k",
-        images_uri="s3://b/i",
-        results_uri="s3://b/r",
-        code_version="v",
-        variance=0.95,
-        weights="imagenet",
-        batch_size=16,
-        max_error_share=0.05,
-        engine=ENGINE_ONNX,
-    )
 
-    sized = cluster.sized(run)
+    sized = cluster.sized(RUN)
     assert sized.partitions == cluster.executors.partitions == cluster.size.task_slots * 4
     assert sized.executor_plan == cluster.executors.describe()
 

@@ -439,7 +439,7 @@ def test_validated_local_run(image_folder, tmp_path):
     settings = local_deployment(tmp_path)
     params = local_params(f"file://{image_folder}/", tmp_path / "results")
     claimed = []
-    run = validate_run(params, {}, settings, LocalStorage(), "v1", lambda results: claimed.append(results) or "K").run
+    run = validate_run(params, {}, settings, LocalStorage(), "v1", lambda results: claimed.append(results) or "K")
     assert claimed == [str(tmp_path / "results")] and run.key == "K"
     assert run.images_uri == str(image_folder)
     assert run.code_uri == f"{tmp_path}/results/_code/v1"
